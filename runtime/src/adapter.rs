@@ -1,0 +1,191 @@
+//! The adapter traits: one small async trait per concern of a cluster.
+//!
+//! A plugin implements the concerns its product serves; the inventory says
+//! which adapter instance serves which concern of which cluster. Adapters
+//! report what they observe; they never decide whether a step is safe (the
+//! guards do that, from what the adapters report).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::error::AdapterError;
+use crate::inventory::{Cluster, NodeSpec, Role};
+use crate::step::Action;
+
+/// What every adapter call receives: the clock, how long it may take and the
+/// run's cancellation token.
+#[derive(Debug, Clone)]
+pub struct CallCtx {
+    pub clock: Clock,
+    pub timeout: Duration,
+    pub cancel: CancellationToken,
+}
+
+/// A node as adapters see it: its spec and the cluster it belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeRef<'a> {
+    pub cluster: &'a Cluster,
+    pub node: &'a NodeSpec,
+}
+
+impl NodeRef<'_> {
+    pub fn name(&self) -> &str {
+        &self.node.name
+    }
+}
+
+/// Load-balancer view of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TrafficState {
+    /// Receives new requests.
+    pub in_service: bool,
+    /// Open connections or sessions.
+    pub connections: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DrainReport {
+    /// How long it took for connections to reach zero.
+    pub waited: Duration,
+    pub connections_at_start: u64,
+}
+
+/// Host view of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostState {
+    /// Up and answering its health check.
+    pub up: bool,
+    /// The version or patch level the host reports.
+    pub version: String,
+}
+
+/// What a patch did; enough for the adapter to undo it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatchReport {
+    pub from_version: String,
+    pub to_version: String,
+    /// An adapter-specific snapshot handle, when the adapter took one.
+    pub snapshot: Option<String>,
+}
+
+/// Facts about a node: OS, kernel, packages, configuration hashes.
+pub type Facts = BTreeMap<String, serde_json::Value>;
+
+/// Parameters given to `patch(n, #{...})`.
+pub type Params = serde_json::Map<String, serde_json::Value>;
+
+/// One replica in a sync report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReplicaSync {
+    pub node: String,
+    pub link_up: bool,
+    /// Seconds behind the primary.
+    pub lag_seconds: f64,
+}
+
+/// Replication state of a cluster at one moment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SyncReport {
+    pub primary: String,
+    pub replicas: Vec<ReplicaSync>,
+}
+
+impl SyncReport {
+    pub fn replica(&self, node: &str) -> Option<&ReplicaSync> {
+        self.replicas.iter().find(|r| r.node == node)
+    }
+
+    /// Every replica is linked and within `max_lag`.
+    pub fn in_sync(&self, max_lag: Duration) -> bool {
+        self.replicas.iter().all(|r| r.link_up && r.lag_seconds <= max_lag.as_secs_f64())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SwitchoverReport {
+    pub from: String,
+    pub to: String,
+    /// How long clients were paused or refused while roles moved.
+    pub paused: Duration,
+}
+
+/// A smoke test of one node.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProbeReport {
+    pub requests: u64,
+    pub failed: u64,
+    pub latency_ms: f64,
+}
+
+/// Cumulative traffic seen by a cluster's probe since the run started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct TrafficSample {
+    pub requests: u64,
+    pub failed: u64,
+    /// Time during which user requests failed or were held.
+    pub interruption: Duration,
+}
+
+#[async_trait]
+pub trait TrafficAdapter: Send + Sync {
+    async fn state(&self, node: NodeRef<'_>) -> Result<TrafficState, AdapterError>;
+    /// Stops new work reaching the node and waits (up to `ctx.timeout`) until
+    /// its connections reach zero.
+    async fn drain(&self, node: NodeRef<'_>, ctx: &CallCtx) -> Result<DrainReport, AdapterError>;
+    async fn undrain(&self, node: NodeRef<'_>, ctx: &CallCtx) -> Result<(), AdapterError>;
+}
+
+#[async_trait]
+pub trait HostAdapter: Send + Sync {
+    async fn state(&self, node: NodeRef<'_>) -> Result<HostState, AdapterError>;
+    async fn patch(&self, node: NodeRef<'_>, params: &Params, ctx: &CallCtx) -> Result<PatchReport, AdapterError>;
+    /// Undoes a patch (snapshot restore or downgrade) where the adapter can.
+    async fn restore(&self, node: NodeRef<'_>, patch: &PatchReport, ctx: &CallCtx) -> Result<(), AdapterError>;
+    /// Reboots and waits (up to `ctx.timeout`) until the node is back.
+    async fn reboot(&self, node: NodeRef<'_>, ctx: &CallCtx) -> Result<Duration, AdapterError>;
+    async fn wait_healthy(&self, node: NodeRef<'_>, ctx: &CallCtx) -> Result<(), AdapterError>;
+    async fn facts(&self, node: NodeRef<'_>) -> Result<Facts, AdapterError>;
+    /// How long `action` is expected to take on this host, for the window guard.
+    fn estimate(&self, action: Action) -> Option<Duration> {
+        let _ = action;
+        None
+    }
+}
+
+#[async_trait]
+pub trait ReplicationAdapter: Send + Sync {
+    async fn roles(&self, cluster: &Cluster) -> Result<Vec<(String, Role)>, AdapterError>;
+    async fn sync_status(&self, cluster: &Cluster) -> Result<SyncReport, AdapterError>;
+    /// Waits (up to `ctx.timeout`) until every replica is within `max_lag`,
+    /// and returns the last report either way.
+    async fn wait_sync(&self, cluster: &Cluster, max_lag: Duration, ctx: &CallCtx) -> Result<SyncReport, AdapterError>;
+    async fn switchover(&self, cluster: &Cluster, target: &NodeSpec, ctx: &CallCtx) -> Result<SwitchoverReport, AdapterError>;
+}
+
+#[async_trait]
+pub trait ProbeAdapter: Send + Sync {
+    async fn probe(&self, node: NodeRef<'_>, ctx: &CallCtx) -> Result<ProbeReport, AdapterError>;
+    async fn sample(&self, cluster: &Cluster) -> Result<TrafficSample, AdapterError>;
+}
+
+/// The adapters serving one cluster.
+#[derive(Clone)]
+pub struct ClusterAdapters {
+    pub traffic: Option<Arc<dyn TrafficAdapter>>,
+    pub host: Arc<dyn HostAdapter>,
+    pub replication: Option<Arc<dyn ReplicationAdapter>>,
+    pub probe: Option<Arc<dyn ProbeAdapter>>,
+}
+
+/// Every cluster's adapters, and the clock they run on.
+#[derive(Clone)]
+pub struct Adapters {
+    pub clock: Clock,
+    pub clusters: HashMap<String, ClusterAdapters>,
+}
