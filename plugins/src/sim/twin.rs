@@ -1,0 +1,587 @@
+//! The simulated twin: every node's version, traffic state, health and
+//! replication role, on a virtual clock.
+//!
+//! User traffic is a fluid, not a list of requests: each cluster receives
+//! `rps` requests per second and the twin integrates, between state changes,
+//! the share that fails (no serving node, a serving node that is down, a bad
+//! patch). Accounting is lazy per cluster and split at the moments nodes
+//! come back from reboot, so it costs O(1) per state change and a rehearsal
+//! of hours of simulated time runs in microseconds per step.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use pitcrew_runtime::adapter::{
+    DrainReport, Facts, HostState, Params, PatchReport, ProbeReport, ReplicaSync, SwitchoverReport, SyncReport,
+    TrafficSample, TrafficState,
+};
+use pitcrew_runtime::{AdapterError, Clock, ClusterKind, Inventory, Role};
+use serde_json::{json, Value};
+
+use super::fault::{Fault, FaultEffect};
+use super::settings::SimSettings;
+
+/// A fault aimed at a node the inventory does not have.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("fault `{fault}` names node `{node}`, which is not in the inventory")]
+pub struct UnknownFaultNode {
+    pub fault: String,
+    pub node: String,
+    /// The closest node names, for a "did you mean".
+    pub suggestions: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct NodeFaults {
+    patch_fails: bool,
+    reboot_hangs: bool,
+    drain_stuck: bool,
+    sync_lag: Option<Duration>,
+    probe_errors: Option<f64>,
+}
+
+#[derive(Debug)]
+struct SimNode {
+    name: String,
+    cluster: usize,
+    version: String,
+    patch_to: String,
+    in_service: bool,
+    /// When draining began and how many connections were open then.
+    drain_from: Option<(Duration, u64)>,
+    /// Down until this time; `Duration::MAX` means it never comes back.
+    down_until: Option<Duration>,
+    role: Option<Role>,
+    /// A replica has every write from this time on.
+    synced_at: Duration,
+    patched: bool,
+    faults: NodeFaults,
+    base_facts: Facts,
+    snapshots: u32,
+}
+
+#[derive(Debug)]
+struct SimCluster {
+    kind: ClusterKind,
+    settings: Arc<SimSettings>,
+    nodes: Vec<usize>,
+    accounted: Duration,
+    requests: f64,
+    failed: f64,
+    interruption: Duration,
+}
+
+#[derive(Debug)]
+struct Twin {
+    clusters: Vec<SimCluster>,
+    cluster_index: HashMap<String, usize>,
+    nodes: Vec<SimNode>,
+    index: HashMap<String, usize>,
+}
+
+/// The twin shared by every `sim` adapter instance of a run.
+#[derive(Debug)]
+pub struct SimTwin {
+    clock: Clock,
+    twin: Mutex<Twin>,
+}
+
+fn var_str(vars: &BTreeMap<String, serde_yaml::Value>, key: &str) -> Option<String> {
+    match vars.get(key)? {
+        serde_yaml::Value::String(s) => Some(s.clone()),
+        serde_yaml::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+impl SimTwin {
+    /// Builds a twin of the inventory. `settings` gives the sim settings of
+    /// each cluster (clusters not listed use the defaults).
+    pub fn new(
+        inventory: &Inventory,
+        settings: &HashMap<String, Arc<SimSettings>>,
+        faults: &[Fault],
+        clock: Clock,
+    ) -> Result<Self, UnknownFaultNode> {
+        let mut twin = Twin { clusters: Vec::new(), cluster_index: HashMap::new(), nodes: Vec::new(), index: HashMap::new() };
+        let defaults = Arc::new(SimSettings::default());
+        for (ci, cluster) in inventory.clusters.iter().enumerate() {
+            let settings = settings.get(&cluster.name).cloned().unwrap_or_else(|| defaults.clone());
+            let mut members = Vec::with_capacity(cluster.nodes.len());
+            for node in &cluster.nodes {
+                let version = var_str(&node.vars, "version").unwrap_or_else(|| settings.version.clone());
+                let patch_to = var_str(&node.vars, "patch_to").unwrap_or_else(|| settings.patch_to.clone());
+                let base_facts = base_facts(&node.vars);
+                twin.index.insert(node.name.clone(), twin.nodes.len());
+                members.push(twin.nodes.len());
+                twin.nodes.push(SimNode {
+                    name: node.name.clone(),
+                    cluster: ci,
+                    version,
+                    patch_to,
+                    in_service: true,
+                    drain_from: None,
+                    down_until: None,
+                    role: node.role,
+                    synced_at: Duration::ZERO,
+                    patched: false,
+                    faults: NodeFaults::default(),
+                    base_facts,
+                    snapshots: 0,
+                });
+            }
+            twin.cluster_index.insert(cluster.name.clone(), ci);
+            twin.clusters.push(SimCluster {
+                kind: cluster.kind,
+                settings,
+                nodes: members,
+                accounted: Duration::ZERO,
+                requests: 0.0,
+                failed: 0.0,
+                interruption: Duration::ZERO,
+            });
+        }
+        for fault in faults {
+            let Some(&i) = twin.index.get(&fault.node) else {
+                let mut suggestions: Vec<(f64, String)> = twin
+                    .index
+                    .keys()
+                    .map(|name| (strsim::jaro_winkler(name, &fault.node), name.clone()))
+                    .filter(|(score, _)| *score > 0.8)
+                    .collect();
+                suggestions.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+                return Err(UnknownFaultNode {
+                    fault: fault.to_string(),
+                    node: fault.node.clone(),
+                    suggestions: suggestions.into_iter().take(3).map(|(_, n)| n).collect(),
+                });
+            };
+            let f = &mut twin.nodes[i].faults;
+            match fault.effect {
+                FaultEffect::PatchFails => f.patch_fails = true,
+                FaultEffect::RebootHangs => f.reboot_hangs = true,
+                FaultEffect::DrainStuck => f.drain_stuck = true,
+                FaultEffect::SyncLag(lag) => f.sync_lag = Some(lag),
+                FaultEffect::ProbeErrors(rate) => f.probe_errors = Some(rate),
+            }
+        }
+        Ok(Self { clock, twin: Mutex::new(twin) })
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Twin> {
+        self.twin.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn node_index(twin: &Twin, name: &str) -> Result<usize, AdapterError> {
+        twin.index.get(name).copied().ok_or_else(|| AdapterError::Unreachable(format!("the sim twin has no node `{name}`")))
+    }
+
+    fn cluster_index(twin: &Twin, name: &str) -> Result<usize, AdapterError> {
+        twin.cluster_index.get(name).copied().ok_or_else(|| AdapterError::Failed(format!("the sim twin has no cluster `{name}`")))
+    }
+
+    /// Runs `f` on the twin at the current virtual time, with the node's
+    /// cluster accounted up to now (so a state change starts a new segment).
+    fn with_node<T>(&self, name: &str, f: impl FnOnce(&mut Twin, usize, Duration) -> Result<T, AdapterError>) -> Result<T, AdapterError> {
+        let mut twin = self.lock();
+        let i = Self::node_index(&twin, name)?;
+        let now = self.clock.now();
+        let cluster = twin.nodes[i].cluster;
+        twin.account(cluster, now);
+        f(&mut twin, i, now)
+    }
+
+    // ----- traffic ------------------------------------------------------------
+
+    pub fn traffic_state(&self, name: &str) -> Result<TrafficState, AdapterError> {
+        let twin = self.lock();
+        let i = Self::node_index(&twin, name)?;
+        let now = self.clock.now();
+        Ok(TrafficState { in_service: twin.nodes[i].in_service, connections: twin.connections(i, now) })
+    }
+
+    pub fn drain(&self, name: &str, timeout: Duration) -> Result<DrainReport, AdapterError> {
+        let (needed, open) = self.with_node(name, |twin, i, now| {
+            let open = twin.connections(i, now);
+            let node = &mut twin.nodes[i];
+            if node.in_service {
+                node.in_service = false;
+                node.drain_from = Some((now, open));
+            }
+            let settings = &twin.clusters[node.cluster].settings;
+            let needed = if open == 0 {
+                Some(Duration::ZERO)
+            } else if node.faults.drain_stuck || settings.drain_rate <= 0.0 {
+                None
+            } else {
+                Some(Duration::from_secs_f64(open as f64 / settings.drain_rate))
+            };
+            Ok((needed, open))
+        })?;
+        match needed {
+            Some(wait) if wait <= timeout => {
+                self.clock.advance(wait);
+                Ok(DrainReport { waited: wait, connections_at_start: open })
+            }
+            _ => {
+                self.clock.advance(timeout);
+                let left = self.traffic_state(name)?.connections;
+                Err(AdapterError::Timeout { after: timeout, message: format!("{left} connection(s) still open on {name}") })
+            }
+        }
+    }
+
+    pub fn undrain(&self, name: &str) -> Result<(), AdapterError> {
+        self.with_node(name, |twin, i, now| {
+            if !twin.up(i, now) {
+                return Err(AdapterError::Unreachable(format!("{name} is down")));
+            }
+            let node = &mut twin.nodes[i];
+            node.in_service = true;
+            node.drain_from = None;
+            Ok(())
+        })
+    }
+
+    // ----- host ---------------------------------------------------------------
+
+    pub fn host_state(&self, name: &str) -> Result<HostState, AdapterError> {
+        let twin = self.lock();
+        let i = Self::node_index(&twin, name)?;
+        Ok(HostState { up: twin.up(i, self.clock.now()), version: twin.nodes[i].version.clone() })
+    }
+
+    pub fn patch(&self, name: &str, params: &Params) -> Result<PatchReport, AdapterError> {
+        let (result, took) = self.with_node(name, |twin, i, now| {
+            if !twin.up(i, now) {
+                return Err(AdapterError::Unreachable(format!("{name} is down")));
+            }
+            let patch_time = twin.clusters[twin.nodes[i].cluster].settings.patch_time;
+            let node = &mut twin.nodes[i];
+            if node.faults.patch_fails {
+                return Ok((Err(AdapterError::Failed("package manager exited with status 100 (injected fault)".into())), patch_time / 2));
+            }
+            let to = match params.get("version") {
+                Some(Value::String(v)) => v.clone(),
+                Some(other) => other.to_string(),
+                None => node.patch_to.clone(),
+            };
+            node.snapshots += 1;
+            let report = PatchReport {
+                from_version: std::mem::replace(&mut node.version, to.clone()),
+                to_version: to,
+                snapshot: Some(format!("sim-snapshot-{name}-{}", node.snapshots)),
+            };
+            node.patched = true;
+            Ok((Ok(report), patch_time))
+        })?;
+        self.clock.advance(took);
+        result
+    }
+
+    pub fn restore(&self, name: &str, patch: &PatchReport) -> Result<(), AdapterError> {
+        let took = self.with_node(name, |twin, i, now| {
+            if !twin.up(i, now) {
+                return Err(AdapterError::Unreachable(format!("{name} is down; its snapshot cannot be restored")));
+            }
+            let restore_time = twin.clusters[twin.nodes[i].cluster].settings.restore_time;
+            let node = &mut twin.nodes[i];
+            node.version = patch.from_version.clone();
+            node.patched = false;
+            Ok(restore_time)
+        })?;
+        self.clock.advance(took);
+        Ok(())
+    }
+
+    pub fn reboot(&self, name: &str, timeout: Duration) -> Result<Duration, AdapterError> {
+        let took = self.with_node(name, |twin, i, now| {
+            let settings = twin.clusters[twin.nodes[i].cluster].settings.clone();
+            let node = &mut twin.nodes[i];
+            if node.faults.reboot_hangs {
+                node.down_until = Some(Duration::MAX);
+                return Ok(None);
+            }
+            let back = now + settings.reboot_time;
+            node.down_until = Some(back);
+            node.synced_at = back + settings.resync_time;
+            Ok(Some(settings.reboot_time))
+        })?;
+        match took {
+            Some(took) if took <= timeout => {
+                self.clock.advance(took);
+                Ok(took)
+            }
+            _ => {
+                self.clock.advance(timeout);
+                Err(AdapterError::Timeout { after: timeout, message: format!("{name} did not come back from reboot") })
+            }
+        }
+    }
+
+    pub fn wait_healthy(&self, name: &str, timeout: Duration) -> Result<(), AdapterError> {
+        let wait = {
+            let twin = self.lock();
+            let i = Self::node_index(&twin, name)?;
+            let now = self.clock.now();
+            twin.nodes[i].down_until.filter(|&until| until > now).map(|until| until.saturating_sub(now))
+        };
+        match wait {
+            None => Ok(()),
+            Some(wait) if wait <= timeout => {
+                self.clock.advance(wait);
+                Ok(())
+            }
+            Some(_) => {
+                self.clock.advance(timeout);
+                Err(AdapterError::Timeout { after: timeout, message: format!("{name} is still not healthy") })
+            }
+        }
+    }
+
+    pub fn facts(&self, name: &str) -> Result<Facts, AdapterError> {
+        let twin = self.lock();
+        let i = Self::node_index(&twin, name)?;
+        let node = &twin.nodes[i];
+        if !twin.up(i, self.clock.now()) {
+            return Err(AdapterError::Unreachable(format!("{name} is down")));
+        }
+        let mut facts = node.base_facts.clone();
+        facts.insert("version".into(), json!(node.version));
+        facts.insert("patched".into(), json!(node.patched));
+        if let Some(Value::Object(packages)) = facts.get_mut("packages") {
+            let app = node.base_facts.get("service").and_then(Value::as_str).unwrap_or("app").to_string();
+            packages.insert(app, json!(node.version));
+        }
+        Ok(facts)
+    }
+
+    // ----- replication --------------------------------------------------------
+
+    pub fn roles(&self, cluster: &str) -> Result<Vec<(String, Role)>, AdapterError> {
+        let twin = self.lock();
+        let c = Self::cluster_index(&twin, cluster)?;
+        Ok(twin.clusters[c]
+            .nodes
+            .iter()
+            .filter_map(|&i| twin.nodes[i].role.map(|r| (twin.nodes[i].name.clone(), r)))
+            .collect())
+    }
+
+    pub fn sync_status(&self, cluster: &str) -> Result<SyncReport, AdapterError> {
+        let twin = self.lock();
+        let c = Self::cluster_index(&twin, cluster)?;
+        twin.sync_report(c, self.clock.now())
+    }
+
+    /// Waits until every replica is within `max_lag`, or `timeout` passes.
+    pub fn wait_sync(&self, cluster: &str, max_lag: Duration, timeout: Duration) -> Result<SyncReport, AdapterError> {
+        let wait = {
+            let twin = self.lock();
+            let c = Self::cluster_index(&twin, cluster)?;
+            let now = self.clock.now();
+            let mut ready = Some(now);
+            for &i in &twin.clusters[c].nodes {
+                let node = &twin.nodes[i];
+                if node.role != Some(Role::Passive) {
+                    continue;
+                }
+                let at = if node.faults.sync_lag.is_some_and(|lag| lag > max_lag) || node.down_until == Some(Duration::MAX) {
+                    None
+                } else {
+                    let fault = node.faults.sync_lag.unwrap_or_default();
+                    let catch_up = node.synced_at.saturating_sub(max_lag - fault);
+                    Some(catch_up.max(node.down_until.unwrap_or_default()).max(now))
+                };
+                ready = ready.zip(at).map(|(a, b)| a.max(b));
+            }
+            ready.map(|at| at - now)
+        };
+        match wait {
+            Some(wait) if wait <= timeout => self.clock.advance(wait),
+            _ => self.clock.advance(timeout),
+        }
+        self.sync_status(cluster)
+    }
+
+    pub fn switchover(&self, cluster: &str, target: &str) -> Result<SwitchoverReport, AdapterError> {
+        let mut twin = self.lock();
+        let c = Self::cluster_index(&twin, cluster)?;
+        let now = self.clock.now();
+        twin.account(c, now);
+        let t = Self::node_index(&twin, target)?;
+        if !twin.up(t, now) {
+            return Err(AdapterError::Unreachable(format!("{target} is down")));
+        }
+        let active = twin.clusters[c]
+            .nodes
+            .iter()
+            .copied()
+            .find(|&i| twin.nodes[i].role == Some(Role::Active))
+            .ok_or_else(|| AdapterError::Failed(format!("cluster `{cluster}` has no active node")))?;
+        let pause = twin.clusters[c].settings.switchover_time;
+        // Writes are held, not refused, while the roles move.
+        twin.clusters[c].interruption += pause;
+        twin.clusters[c].requests += twin.clusters[c].settings.rps * pause.as_secs_f64();
+        twin.clusters[c].accounted = now + pause;
+        twin.nodes[active].role = Some(Role::Passive);
+        twin.nodes[active].synced_at = now + pause;
+        twin.nodes[t].role = Some(Role::Active);
+        let from = twin.nodes[active].name.clone();
+        drop(twin);
+        self.clock.advance(pause);
+        Ok(SwitchoverReport { from, to: target.to_string(), paused: pause })
+    }
+
+    // ----- probe --------------------------------------------------------------
+
+    pub fn probe(&self, name: &str) -> Result<ProbeReport, AdapterError> {
+        let report = {
+            let twin = self.lock();
+            let i = Self::node_index(&twin, name)?;
+            let requests = twin.clusters[twin.nodes[i].cluster].settings.probe_requests;
+            let share = twin.error_share(i, self.clock.now());
+            let failed = ((requests as f64) * share).round() as u64;
+            ProbeReport { requests, failed, latency_ms: if share >= 1.0 { 0.0 } else { 12.0 } }
+        };
+        self.clock.advance(Duration::from_secs(1));
+        Ok(report)
+    }
+
+    pub fn sample(&self, cluster: &str) -> Result<TrafficSample, AdapterError> {
+        let mut twin = self.lock();
+        let c = Self::cluster_index(&twin, cluster)?;
+        twin.account(c, self.clock.now());
+        let sc = &twin.clusters[c];
+        Ok(TrafficSample { requests: sc.requests.round() as u64, failed: sc.failed.round() as u64, interruption: sc.interruption })
+    }
+}
+
+impl Twin {
+    fn up(&self, i: usize, now: Duration) -> bool {
+        self.nodes[i].down_until.is_none_or(|until| now >= until)
+    }
+
+    fn connections(&self, i: usize, now: Duration) -> u64 {
+        let node = &self.nodes[i];
+        let settings = &self.clusters[node.cluster].settings;
+        if node.in_service {
+            return if self.up(i, now) { settings.connections } else { 0 };
+        }
+        match node.drain_from {
+            None => 0,
+            Some((_, open)) if node.faults.drain_stuck => open,
+            Some((since, open)) => {
+                let closed = now.saturating_sub(since).as_secs_f64() * settings.drain_rate;
+                (open as f64 - closed).ceil().max(0.0) as u64
+            }
+        }
+    }
+
+    /// Share of a node's requests that fail at `now`.
+    fn error_share(&self, i: usize, now: Duration) -> f64 {
+        let node = &self.nodes[i];
+        if !self.up(i, now) {
+            1.0
+        } else if node.patched {
+            node.faults.probe_errors.unwrap_or(0.0)
+        } else {
+            0.0
+        }
+    }
+
+    /// Share of the cluster's user requests that fail at `now`.
+    fn failing_fraction(&self, c: usize, now: Duration) -> f64 {
+        let cluster = &self.clusters[c];
+        match cluster.kind {
+            ClusterKind::Pool => {
+                let serving: Vec<usize> = cluster.nodes.iter().copied().filter(|&i| self.nodes[i].in_service).collect();
+                if serving.is_empty() {
+                    return 1.0;
+                }
+                serving.iter().map(|&i| self.error_share(i, now)).sum::<f64>() / serving.len() as f64
+            }
+            ClusterKind::ActivePassive => cluster
+                .nodes
+                .iter()
+                .copied()
+                .find(|&i| self.nodes[i].role == Some(Role::Active))
+                .map_or(1.0, |i| self.error_share(i, now)),
+        }
+    }
+
+    /// Integrates the cluster's traffic from its last accounting up to `now`,
+    /// split at the moments nodes come back up.
+    fn account(&mut self, c: usize, now: Duration) {
+        let from = self.clusters[c].accounted;
+        if now <= from {
+            return;
+        }
+        let mut cuts: Vec<Duration> = self.clusters[c]
+            .nodes
+            .iter()
+            .filter_map(|&i| self.nodes[i].down_until)
+            .filter(|&t| t > from && t < now)
+            .collect();
+        cuts.sort();
+        cuts.push(now);
+        let rps = self.clusters[c].settings.rps;
+        let mut start = from;
+        for end in cuts {
+            let span = end.saturating_sub(start);
+            let fraction = self.failing_fraction(c, start);
+            let cluster = &mut self.clusters[c];
+            cluster.requests += rps * span.as_secs_f64();
+            cluster.failed += rps * span.as_secs_f64() * fraction;
+            if fraction > 0.0 {
+                cluster.interruption += span;
+            }
+            start = end;
+        }
+        self.clusters[c].accounted = now;
+    }
+
+    fn sync_report(&self, c: usize, now: Duration) -> Result<SyncReport, AdapterError> {
+        let cluster = &self.clusters[c];
+        let primary = cluster
+            .nodes
+            .iter()
+            .copied()
+            .find(|&i| self.nodes[i].role == Some(Role::Active))
+            .ok_or_else(|| AdapterError::Failed("no active node".into()))?;
+        let replicas = cluster
+            .nodes
+            .iter()
+            .copied()
+            .filter(|&i| self.nodes[i].role == Some(Role::Passive))
+            .map(|i| {
+                let node = &self.nodes[i];
+                let lag = node.faults.sync_lag.unwrap_or_default() + node.synced_at.saturating_sub(now);
+                ReplicaSync { node: node.name.clone(), link_up: self.up(i, now), lag_seconds: lag.as_secs_f64() }
+            })
+            .collect();
+        Ok(SyncReport { primary: self.nodes[primary].name.clone(), replicas })
+    }
+}
+
+/// Facts of a node that do not change with patching, from its `vars`.
+fn base_facts(vars: &BTreeMap<String, serde_yaml::Value>) -> Facts {
+    let mut facts = Facts::new();
+    facts.insert("os".into(), json!(var_str(vars, "os").unwrap_or_else(|| "Debian GNU/Linux 12 (bookworm)".into())));
+    facts.insert("kernel".into(), json!(var_str(vars, "kernel").unwrap_or_else(|| "6.1.0-26-amd64".into())));
+    if let Some(service) = var_str(vars, "service") {
+        facts.insert("service".into(), json!(service));
+    }
+    let packages = vars
+        .get("packages")
+        .and_then(|p| serde_json::to_value(p).ok())
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({}));
+    facts.insert("packages".into(), packages);
+    facts
+}
