@@ -1,0 +1,254 @@
+//! Built-ins that shape a run: batches, rollback, parameters, logging, time.
+
+use rhai::plugin::*;
+
+#[export_module]
+pub mod flow_api {
+    use std::time::Duration;
+
+    use pitcrew_runtime::{Action, ErrorKind, StepError};
+    use rhai::{Array, Dynamic, FnPtr, Map, NativeCallContext};
+
+    use crate::handles::NodeHandle;
+    use crate::host::{host, to_dynamic, to_rhai, RhaiResult};
+
+    /// Unwinds everything this run did, newest first: undrain, fail back to
+    /// the unpatched node, restore snapshots. Returns
+    /// `#{ steps, failures, service_restored }`; a run that rolled back
+    /// exits with status 1 even if the playbook goes on.
+    ///
+    /// ```rhai
+    /// let n = cluster("web").nodes[0];
+    /// drain(n);
+    /// let r = rollback();
+    /// log(`undid ${r.steps} step(s)`);
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn rollback(ctx: NativeCallContext) -> RhaiResult<Map> {
+        let host = host(&ctx)?;
+        let report = host.exec.rollback("rollback() called by the playbook");
+        let mut map = Map::new();
+        map.insert("steps".into(), (report.steps as i64).into());
+        map.insert("failures".into(), report.failures.iter().map(|f| Dynamic::from(f.clone())).collect::<Array>().into());
+        map.insert("service_restored".into(), report.service_restored().into());
+        let restored = report.service_restored();
+        let problems = report.unsafe_service.join("; ");
+        if let Ok(mut last) = host.last_rollback.lock() {
+            *last = Some(report);
+        }
+        if !restored {
+            return Err(to_rhai(
+                StepError::new(ErrorKind::Failed, Action::Rollback, format!("rollback could not restore the service: {problems}"))
+                    .with_hint("a human must look at the cluster now"),
+            ));
+        }
+        Ok(map)
+    }
+
+    /// Runs `f(node)` for every node, in batches. Options (all optional,
+    /// defaults from the cluster's policy): `batch`, `max_failures` (node
+    /// failures tolerated; a failed node is rolled back on its own and the
+    /// run goes on), `max_error_rate` (after each batch, watch the cluster's
+    /// probe for `watch_s` seconds, default 30, and halt with `error_budget`
+    /// if the share of failed user requests since the batch began is above
+    /// it). Returns `#{ done, failed, batches }`.
+    ///
+    /// ```rhai
+    /// let web = cluster("web");
+    /// rolling(web.nodes, #{ batch: 1, max_failures: 0 }, |n| {
+    ///     drain(n);
+    ///     patch(n);
+    ///     reboot(n);
+    ///     undrain(n);
+    /// });
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn rolling(ctx: NativeCallContext, nodes: Array, opts: Map, f: FnPtr) -> RhaiResult<Map> {
+        const KNOWN: [&str; 4] = ["batch", "max_failures", "max_error_rate", "watch_s"];
+        if let Some(key) = opts.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+            return Err(format!("rolling: unknown option `{key}`; options are {}", KNOWN.join(", ")).into());
+        }
+        let host = host(&ctx)?;
+        let nodes: Vec<NodeHandle> = nodes
+            .into_iter()
+            .map(|d| d.try_cast::<NodeHandle>().ok_or_else(|| "rolling: the first argument must be an array of nodes (c.nodes)".into()))
+            .collect::<RhaiResult<_>>()?;
+        let mut result = Map::new();
+        let Some(first) = nodes.first() else {
+            return Ok(result);
+        };
+        let cluster = host.exec.cluster(&first.cluster).map_err(to_rhai)?;
+        let batch = super::option_int(&opts, "batch")?.unwrap_or(cluster.policy.batch).max(1);
+        let max_failures = super::option_int(&opts, "max_failures")?.unwrap_or(cluster.policy.max_failures);
+        let max_error_rate = super::option_float(&opts, "max_error_rate")?;
+        let watch = super::option_float(&opts, "watch_s")?.unwrap_or(if max_error_rate.is_some() { 30.0 } else { 0.0 });
+        let watch = Duration::try_from_secs_f64(watch).map_err(|_| "rolling: `watch_s` must be a positive number of seconds")?;
+        let batches = nodes.len().div_ceil(batch);
+        let (mut done, mut failed) = (Array::new(), Array::new());
+        for (b, chunk) in nodes.chunks(batch).enumerate() {
+            let names: Vec<&str> = chunk.iter().map(|n| n.name.as_str()).collect();
+            host.exec.log(&format!("batch {}/{batches}: {}", b + 1, names.join(", ")));
+            let before = host.exec.sample(cluster).map_err(to_rhai)?;
+            for node in chunk {
+                let mark = host.exec.mark();
+                match f.call_within_context::<Dynamic>(&ctx, (Dynamic::from(node.clone()),)) {
+                    Ok(_) => done.push(node.name.clone().into()),
+                    Err(e) if !e.unwrap_inner().is_catchable() => return Err(e),
+                    Err(e) => {
+                        failed.push(node.name.clone().into());
+                        if host.rollback_on_failure {
+                            host.exec.rollback_to(mark, &format!("{} failed inside rolling", node.name));
+                        }
+                        if failed.len() > max_failures {
+                            if max_failures == 0 {
+                                return Err(e);
+                            }
+                            return Err(to_rhai(
+                                StepError::new(
+                                    ErrorKind::ErrorBudget,
+                                    Action::Rolling,
+                                    format!("{} node(s) failed, more than max_failures {max_failures}; last: {}", failed.len(), e.unwrap_inner()),
+                                )
+                                .on_cluster(&cluster.name)
+                                .with_hint("the failed nodes were returned to service unpatched; fix the cause and run again"),
+                            ));
+                        }
+                        host.exec.log(&format!("{} failed ({}); {} of {max_failures} failure(s) used, going on", node.name, e.unwrap_inner(), failed.len()));
+                    }
+                }
+            }
+            if let (Some(max), Some(before)) = (max_error_rate, before) {
+                host.exec.sleep(watch).map_err(to_rhai)?;
+                if let Some(after) = host.exec.sample(cluster).map_err(to_rhai)? {
+                    let requests = after.requests.saturating_sub(before.requests);
+                    let errors = after.failed.saturating_sub(before.failed);
+                    let rate = if requests == 0 { 0.0 } else { errors as f64 / requests as f64 };
+                    host.exec.log(&format!("batch {}/{batches}: error rate {:.2}% ({errors} of {requests})", b + 1, rate * 100.0));
+                    if rate > max {
+                        return Err(to_rhai(
+                            StepError::new(
+                                ErrorKind::ErrorBudget,
+                                Action::Rolling,
+                                format!(
+                                    "error rate {:.2}% during batch {}/{batches} ({}) is above max_error_rate {:.2}%",
+                                    rate * 100.0,
+                                    b + 1,
+                                    names.join(", "),
+                                    max * 100.0
+                                ),
+                            )
+                            .on_cluster(&cluster.name)
+                            .with_hint("the run halts here; rollback returns every patched node to its previous version"),
+                        ));
+                    }
+                }
+            }
+        }
+        result.insert("done".into(), done.into());
+        result.insert("failed".into(), failed.into());
+        result.insert("batches".into(), (batches as i64).into());
+        Ok(result)
+    }
+
+    /// `rolling` with the cluster policy's batch size and failure budget.
+    ///
+    /// ```rhai
+    /// rolling(cluster("web").nodes, |n| { log(n.name); });
+    /// ```
+    #[rhai_fn(name = "rolling", return_raw)]
+    pub fn rolling_default(ctx: NativeCallContext, nodes: Array, f: FnPtr) -> RhaiResult<Map> {
+        rolling(ctx, nodes, Map::new(), f)
+    }
+
+    /// A parameter given with `--param name=value`; throws if absent.
+    ///
+    /// ```rhai
+    /// let target = param("target", "db-pair");
+    /// log(target);
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn param(ctx: NativeCallContext, name: &str) -> RhaiResult<Dynamic> {
+        let host = host(&ctx)?;
+        match host.params.get(name) {
+            Some(value) => to_dynamic(value),
+            None => Err(to_rhai(
+                StepError::new(ErrorKind::Invalid, Action::Param, format!("the playbook needs parameter `{name}`"))
+                    .with_hint(format!("pass --param {name}=VALUE, or give a default: param(\"{name}\", VALUE)")),
+            )),
+        }
+    }
+
+    /// A parameter given with `--param name=value`, or `default`.
+    ///
+    /// ```rhai
+    /// let switch_back = param("switch_back", false);
+    /// if switch_back { log("will switch back"); }
+    /// ```
+    #[rhai_fn(name = "param", return_raw)]
+    pub fn param_or(ctx: NativeCallContext, name: &str, default: Dynamic) -> RhaiResult<Dynamic> {
+        let host = host(&ctx)?;
+        match host.params.get(name) {
+            Some(value) => to_dynamic(value),
+            None => Ok(default),
+        }
+    }
+
+    /// Writes a line to the run's log (progress output and events).
+    ///
+    /// ```rhai
+    /// log("starting the standby");
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn log(ctx: NativeCallContext, message: Dynamic) -> RhaiResult<()> {
+        host(&ctx)?.exec.log(&message.to_string());
+        Ok(())
+    }
+
+    /// Waits `seconds` (virtual seconds in a rehearsal). Cancellable.
+    ///
+    /// ```rhai
+    /// sleep(30);
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn sleep(ctx: NativeCallContext, seconds: i64) -> RhaiResult<()> {
+        sleep_float(ctx, seconds as f64)
+    }
+
+    /// Waits a fractional number of seconds.
+    ///
+    /// ```rhai
+    /// sleep(0.5);
+    /// ```
+    #[rhai_fn(name = "sleep", return_raw)]
+    pub fn sleep_float(ctx: NativeCallContext, seconds: f64) -> RhaiResult<()> {
+        let duration = Duration::try_from_secs_f64(seconds).map_err(|_| format!("sleep: {seconds} is not a number of seconds"))?;
+        host(&ctx)?.exec.sleep(duration).map_err(to_rhai)
+    }
+}
+
+use rhai::Map;
+
+use crate::host::RhaiResult;
+
+pub fn option_int(opts: &Map, key: &str) -> RhaiResult<Option<usize>> {
+    match opts.get(key) {
+        None => Ok(None),
+        Some(v) => v
+            .as_int()
+            .ok()
+            .and_then(|i| usize::try_from(i).ok())
+            .map(Some)
+            .ok_or_else(|| format!("rolling: `{key}` must be a whole number of at least 0").into()),
+    }
+}
+
+pub fn option_float(opts: &Map, key: &str) -> RhaiResult<Option<f64>> {
+    match opts.get(key) {
+        None => Ok(None),
+        Some(v) => v
+            .as_float()
+            .or_else(|_| v.as_int().map(|i| i as f64))
+            .map(Some)
+            .map_err(|_| format!("rolling: `{key}` must be a number").into()),
+    }
+}
