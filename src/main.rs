@@ -1,1 +1,9 @@
-fn main() {}
+//! The `pitcrew` binary: parses arguments, runs the command, exits with its code.
+
+mod app;
+mod cli;
+mod render;
+
+fn main() -> std::process::ExitCode {
+    std::process::ExitCode::from(app::run())
+}

@@ -337,15 +337,15 @@ impl Executor {
                     return Err(self.refused(cluster, node, action, compensating, refusal));
                 }
             }
-            let needs_snapshot = !self.state().before.contains_key(&cluster.name);
-            if needs_snapshot {
-                let views = self.observe(cluster, action)?;
-                let snapshot = views
-                    .into_iter()
-                    .map(|v| (v.name.clone(), NodeBefore { serving: v.serving(cluster.kind), version: v.version }))
-                    .collect();
-                self.state().before.insert(cluster.name.clone(), snapshot);
-            }
+        }
+        let needs_snapshot = !self.state().before.contains_key(&cluster.name);
+        if needs_snapshot {
+            let views = self.observe(cluster, action)?;
+            let snapshot = views
+                .into_iter()
+                .map(|v| (v.name.clone(), NodeBefore { serving: v.serving(cluster.kind), version: v.version }))
+                .collect();
+            self.state().before.insert(cluster.name.clone(), snapshot);
         }
         let seq = {
             let mut state = self.state();
@@ -778,7 +778,7 @@ impl Executor {
         }
     }
 
-    /// Every node of the clusters this run changed, against how it found them.
+    /// Every node of the clusters this run stepped on, against how it found them.
     pub fn final_state(&self) -> Vec<NodeFinal> {
         let before = self.state().before.clone();
         let mut finals = Vec::new();
@@ -801,10 +801,11 @@ impl Executor {
         finals
     }
 
-    /// Traffic totals over every cluster that has a probe.
+    /// Traffic totals over the clusters this run stepped on.
     pub fn traffic_totals(&self) -> TrafficSample {
+        let used: Vec<String> = self.state().before.keys().cloned().collect();
         let mut total = TrafficSample::default();
-        for cluster in &self.inventory.clusters {
+        for cluster in used.iter().filter_map(|name| self.inventory.cluster(name)) {
             if let Ok(Some(sample)) = self.sample(cluster) {
                 total.requests += sample.requests;
                 total.failed += sample.failed;

@@ -117,21 +117,35 @@ pub mod flow_api {
                     }
                 }
             }
-            if let (Some(max), Some(before)) = (max_error_rate, before) {
+            if let (Some(max), Some(batch_start)) = (max_error_rate, before) {
+                let watch_start = host.exec.sample(cluster).map_err(to_rhai)?.unwrap_or(batch_start);
                 host.exec.sleep(watch).map_err(to_rhai)?;
                 if let Some(after) = host.exec.sample(cluster).map_err(to_rhai)? {
-                    let requests = after.requests.saturating_sub(before.requests);
-                    let errors = after.failed.saturating_sub(before.failed);
-                    let rate = if requests == 0 { 0.0 } else { errors as f64 / requests as f64 };
-                    host.exec.log(&format!("batch {}/{batches}: error rate {:.2}% ({errors} of {requests})", b + 1, rate * 100.0));
-                    if rate > max {
+                    // The watch window shows the batch's steady state; the
+                    // whole batch also catches failures while nodes were out.
+                    let rate = |from: pitcrew_runtime::adapter::TrafficSample| {
+                        let requests = after.requests.saturating_sub(from.requests);
+                        let errors = after.failed.saturating_sub(from.failed);
+                        (if requests == 0 { 0.0 } else { errors as f64 / requests as f64 }, errors, requests)
+                    };
+                    let (watch_rate, errors, requests) = rate(watch_start);
+                    let (batch_rate, ..) = rate(batch_start);
+                    let worst = watch_rate.max(batch_rate);
+                    host.exec.log(&format!(
+                        "batch {}/{batches}: error rate {:.2}% while watching {}s ({errors} of {requests}), {:.2}% over the batch",
+                        b + 1,
+                        watch_rate * 100.0,
+                        watch.as_secs(),
+                        batch_rate * 100.0
+                    ));
+                    if worst > max {
                         return Err(to_rhai(
                             StepError::new(
                                 ErrorKind::ErrorBudget,
                                 Action::Rolling,
                                 format!(
-                                    "error rate {:.2}% during batch {}/{batches} ({}) is above max_error_rate {:.2}%",
-                                    rate * 100.0,
+                                    "error rate {:.2}% after batch {}/{batches} ({}) is above max_error_rate {:.2}%",
+                                    worst * 100.0,
                                     b + 1,
                                     names.join(", "),
                                     max * 100.0

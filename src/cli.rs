@@ -1,0 +1,116 @@
+//! Command-line arguments, turned once into the resolved options the rest
+//! of the binary sees.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use pitcrew_plugins::sim::Fault;
+
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the playbook failed and was rolled back (or left as is with --no-rollback)
+  2  invalid input: arguments, inventory, playbook syntax, a playbook that fails on a clean twin
+  3  refused by a guard before anything was touched
+  4  rollback failed: the cluster needs a human";
+
+#[derive(Debug, Parser)]
+#[command(name = "pitcrew", version, about = "Near-zero-downtime patching of high-availability clusters", after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Rehearse a playbook on a simulated twin of the inventory (virtual time, injected faults).
+    #[command(after_help = EXIT_CODES)]
+    Rehearse {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Inject a fault: patch:NODE:fail, reboot:NODE:hang, sync:NODE:lag=30s,
+        /// probe:NODE:errors=20%, drain:NODE:stuck (repeatable).
+        #[arg(long = "fault", value_name = "SPEC")]
+        faults: Vec<Fault>,
+    },
+    /// Run a playbook on the adapters the inventory names (after a preflight rehearsal).
+    #[command(after_help = EXIT_CODES)]
+    Run {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Skip the preflight rehearsal on a fault-free twin.
+        #[arg(long)]
+        no_preflight: bool,
+    },
+    /// Compile a playbook (and load an inventory) and report errors without running anything.
+    Check {
+        /// The playbook (.rhai).
+        playbook: PathBuf,
+        /// Inventory to validate alongside.
+        #[arg(short, long)]
+        inventory: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The playbook (.rhai).
+    pub playbook: PathBuf,
+    /// The inventory (YAML).
+    #[arg(short, long)]
+    pub inventory: PathBuf,
+    /// A playbook parameter, read with param("name") (repeatable).
+    #[arg(long = "param", value_name = "K=V", value_parser = parse_param)]
+    pub params: Vec<(String, serde_json::Value)>,
+    /// Print a machine-readable summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Leave a failed run as it is for inspection instead of rolling back.
+    #[arg(long)]
+    pub no_rollback: bool,
+    /// Library root for imports (repeatable).
+    #[arg(long = "lib", value_name = "DIR", env = "PITCREW_LIB", value_delimiter = ':')]
+    pub lib: Vec<PathBuf>,
+    /// Stop the playbook after this many script operations.
+    #[arg(long, default_value_t = 5_000_000)]
+    pub max_operations: u64,
+    /// Stop the playbook after this much wall-clock time (e.g. 90s, 4h).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub deadline: Option<Duration>,
+    /// No progress lines, only the summary.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `K=V`, with V read as a boolean, integer or number when it looks like one.
+pub fn parse_param(raw: &str) -> Result<(String, serde_json::Value), String> {
+    let (key, value) = raw.split_once('=').ok_or_else(|| format!("`{raw}` is not K=V"))?;
+    if key.is_empty() {
+        return Err(format!("`{raw}` has an empty name"));
+    }
+    let value = match value {
+        "true" => serde_json::Value::Bool(true),
+        "false" => serde_json::Value::Bool(false),
+        v => v
+            .parse::<i64>()
+            .map(Into::into)
+            .or_else(|_| v.parse::<f64>().map(Into::into))
+            .unwrap_or_else(|_| serde_json::Value::String(v.to_string())),
+    };
+    Ok((key.to_string(), value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_are_typed() {
+        assert_eq!(parse_param("switch_back=true"), Ok(("switch_back".into(), true.into())));
+        assert_eq!(parse_param("batch=3"), Ok(("batch".into(), 3.into())));
+        assert_eq!(parse_param("rate=0.05"), Ok(("rate".into(), 0.05.into())));
+        assert_eq!(parse_param("target=db-pair"), Ok(("target".into(), "db-pair".into())));
+        assert!(parse_param("nope").is_err());
+    }
+}
