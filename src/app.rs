@@ -54,7 +54,9 @@ impl Mode {
 
 fn check(playbook: &Path, inventory: Option<&Path>) -> u8 {
     if let Some(path) = inventory {
-        if let Err(e) = Inventory::load(path).map_err(PluginError::from).and_then(|inv| rehearsal_adapters(&inv, &[]).map(|_| ())) {
+        if let Err(e) =
+            Inventory::load(path).map_err(PluginError::from).and_then(|inv| rehearsal_adapters(&inv, &[]).map(|_| ()))
+        {
             render::report(e);
             return INVALID;
         }
@@ -62,7 +64,11 @@ fn check(playbook: &Path, inventory: Option<&Path>) -> u8 {
     let engine = new_engine(&Limits::default(), Vec::new(), None);
     match compile(&engine, playbook) {
         Ok(_) => {
-            eprintln!("ok: {} compiles{}", playbook.display(), inventory.map(|i| format!(", {} is valid", i.display())).unwrap_or_default());
+            eprintln!(
+                "ok: {} compiles{}",
+                playbook.display(),
+                inventory.map(|i| format!(", {} is valid", i.display())).unwrap_or_default()
+            );
             SUCCESS
         }
         Err(e) => {
@@ -74,7 +80,11 @@ fn check(playbook: &Path, inventory: Option<&Path>) -> u8 {
 
 fn limits(args: &RunArgs, rehearsal: bool) -> Limits {
     let default_deadline = if rehearsal { Duration::from_secs(300) } else { Duration::from_secs(24 * 3600) };
-    Limits { max_operations: args.max_operations, deadline: args.deadline.unwrap_or(default_deadline), ..Limits::default() }
+    Limits {
+        max_operations: args.max_operations,
+        deadline: args.deadline.unwrap_or(default_deadline),
+        ..Limits::default()
+    }
 }
 
 fn request(args: &RunArgs, playbook: &Playbook, rehearsal: bool) -> RunRequest {
@@ -143,15 +153,24 @@ fn execute(args: &RunArgs, mode: Mode, preflight: bool) -> u8 {
                 return INVALID;
             }
         };
-        let exec = Arc::new(Executor::new(inventory.clone(), twin.adapters, runtime.handle().clone(), Arc::new(NullSink)));
+        let exec =
+            Arc::new(Executor::new(inventory.clone(), twin.adapters, runtime.handle().clone(), Arc::new(NullSink)));
         let outcome = pitcrew_stdlib::run(exec, request(args, &playbook, true));
         if let Some(e) = &outcome.error {
             if e.is_refusal() {
-                render::report(render::run_diagnostic("refused in the preflight rehearsal (nothing was touched): ", e, &playbook.source));
+                render::report(render::run_diagnostic(
+                    "refused in the preflight rehearsal (nothing was touched): ",
+                    e,
+                    &playbook.source,
+                ));
                 return finish_early(args, &mode, &outcome, REFUSED);
             }
             if matches!(e.stop, StopKind::Script | StopKind::Limit) {
-                render::report(render::run_diagnostic("the playbook fails even on a fault-free twin: ", e, &playbook.source));
+                render::report(render::run_diagnostic(
+                    "the playbook fails even on a fault-free twin: ",
+                    e,
+                    &playbook.source,
+                ));
                 return finish_early(args, &mode, &outcome, INVALID);
             }
         }

@@ -39,12 +39,23 @@ impl EventSink for ProgressSink {
                     Outcome::Refused { message } => ("REFUSED", message.clone()),
                     Outcome::Failed { kind, message } => (kind.as_str(), message.clone()),
                 };
-                format!("{}  {target:<10} {mark}{:<13} {status:<8} {:>7}  {detail}", format_offset(*at), action.as_str(), secs(*took))
+                format!(
+                    "{}  {target:<10} {mark}{:<13} {status:<8} {:>7}  {detail}",
+                    format_offset(*at),
+                    action.as_str(),
+                    secs(*took)
+                )
             }
             Event::Log { at, text } => format!("{}  {text}", format_offset(*at)),
-            Event::RollbackStarted { at, reason, steps } => format!("{}  rolling back {steps} step(s): {reason}", format_offset(*at)),
+            Event::RollbackStarted { at, reason, steps } => {
+                format!("{}  rolling back {steps} step(s): {reason}", format_offset(*at))
+            }
             Event::RollbackFinished { at, ok } => {
-                format!("{}  rollback {}", format_offset(*at), if *ok { "finished: service on unpatched nodes" } else { "FAILED: the service needs a human" })
+                format!(
+                    "{}  rollback {}",
+                    format_offset(*at),
+                    if *ok { "finished: service on unpatched nodes" } else { "FAILED: the service needs a human" }
+                )
             }
         };
         if let Ok(mut out) = self.out.lock() {
@@ -91,10 +102,18 @@ pub fn summary(run_id: &str, mode: &str, outcome: &RunOutcome, exit: u8, wall: D
         line("error", format!("{}{at}", error_line(e)));
     }
     line("steps", outcome.steps.to_string());
-    line("patched", if outcome.patched.is_empty() { "none".into() } else { format!("{} ({})", outcome.patched.len(), outcome.patched.join(", ")) });
+    line(
+        "patched",
+        if outcome.patched.is_empty() {
+            "none".into()
+        } else {
+            format!("{} ({})", outcome.patched.len(), outcome.patched.join(", "))
+        },
+    );
     match &outcome.rollback {
         Some(r) => {
-            let status = if r.service_restored() { "service restored on unpatched nodes" } else { "service NOT restored" };
+            let status =
+                if r.service_restored() { "service restored on unpatched nodes" } else { "service NOT restored" };
             line("rollback", format!("{} step(s) undone; {status}", r.steps));
             for f in &r.failures {
                 line("", format!("compensation failed: {f}"));
@@ -121,7 +140,12 @@ pub fn summary(run_id: &str, mode: &str, outcome: &RunOutcome, exit: u8, wall: D
     );
     line(
         "duration",
-        format!("{}{} in {} ms wall", format_offset(outcome.duration), if is_virtual { " virtual" } else { "" }, wall.as_millis()),
+        format!(
+            "{}{} in {} ms wall",
+            format_offset(outcome.duration),
+            if is_virtual { " virtual" } else { "" },
+            wall.as_millis()
+        ),
     );
     line("run id", format!("{run_id} ({mode})"));
     if !outcome.nodes.is_empty() {
@@ -134,7 +158,11 @@ pub fn summary(run_id: &str, mode: &str, outcome: &RunOutcome, exit: u8, wall: D
                 (false, true, Some(_)) => "standby (passive)",
                 (false, true, None) => "out of service",
             };
-            let version = if n.version == n.version_before { n.version.clone() } else { format!("{} (was {})", n.version, n.version_before) };
+            let version = if n.version == n.version_before {
+                n.version.clone()
+            } else {
+                format!("{} (was {})", n.version, n.version_before)
+            };
             line("", format!("{:<10} {:<10} {version:<22} {state}", n.cluster, n.node));
         }
     }

@@ -92,7 +92,8 @@ pub fn rehearsal_adapters(inventory: &Inventory, faults: &[Fault]) -> Result<Bui
         settings.insert(cluster.name.clone(), Arc::new(s));
     }
     let clock = Clock::virtual_clock();
-    let twin = Arc::new(SimTwin::new(inventory, &settings, faults, clock.clone()).map_err(PluginError::UnknownFaultNode)?);
+    let twin =
+        Arc::new(SimTwin::new(inventory, &settings, faults, clock.clone()).map_err(PluginError::UnknownFaultNode)?);
     let clusters = inventory
         .clusters
         .iter()

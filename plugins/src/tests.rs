@@ -82,12 +82,16 @@ fn reboot_takes_time_and_a_hung_node_never_returns() {
     assert!(matches!(err, AdapterError::Timeout { .. }), "{err:?}");
     assert!(!twin.host_state("db-b").expect("state").up);
     assert!(twin.wait_healthy("db-b", S(60)).is_err());
-    assert!(twin.restore("db-b", &pitcrew_runtime::adapter::PatchReport {
-        from_version: "1.0.0".into(),
-        to_version: "1.0.1".into(),
-        snapshot: None
-    })
-    .is_err());
+    assert!(twin
+        .restore(
+            "db-b",
+            &pitcrew_runtime::adapter::PatchReport {
+                from_version: "1.0.0".into(),
+                to_version: "1.0.1".into(),
+                snapshot: None
+            }
+        )
+        .is_err());
 }
 
 #[test]

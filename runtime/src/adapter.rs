@@ -165,7 +165,12 @@ pub trait ReplicationAdapter: Send + Sync {
     /// Waits (up to `ctx.timeout`) until every replica is within `max_lag`,
     /// and returns the last report either way.
     async fn wait_sync(&self, cluster: &Cluster, max_lag: Duration, ctx: &CallCtx) -> Result<SyncReport, AdapterError>;
-    async fn switchover(&self, cluster: &Cluster, target: &NodeSpec, ctx: &CallCtx) -> Result<SwitchoverReport, AdapterError>;
+    async fn switchover(
+        &self,
+        cluster: &Cluster,
+        target: &NodeSpec,
+        ctx: &CallCtx,
+    ) -> Result<SwitchoverReport, AdapterError>;
 }
 
 #[async_trait]

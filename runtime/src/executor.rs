@@ -16,8 +16,8 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapter::{
-    Adapters, CallCtx, ClusterAdapters, DrainReport, Facts, NodeRef, Params, PatchReport, ProbeReport, SwitchoverReport,
-    SyncReport, TrafficSample,
+    Adapters, CallCtx, ClusterAdapters, DrainReport, Facts, NodeRef, Params, PatchReport, ProbeReport,
+    SwitchoverReport, SyncReport, TrafficSample,
 };
 use crate::clock::Clock;
 use crate::error::{AdapterError, ErrorKind, StepError};
@@ -204,9 +204,9 @@ impl Executor {
     }
 
     fn node(&self, name: &str, action: Action) -> Result<(&Cluster, &NodeSpec), StepError> {
-        self.inventory
-            .node(name)
-            .ok_or_else(|| StepError::new(ErrorKind::Invalid, action, format!("no node named `{name}` in the inventory")))
+        self.inventory.node(name).ok_or_else(|| {
+            StepError::new(ErrorKind::Invalid, action, format!("no node named `{name}` in the inventory"))
+        })
     }
 
     fn adapters_of(&self, cluster: &Cluster) -> &ClusterAdapters {
@@ -289,15 +289,26 @@ impl Executor {
     /// The current roles of an active/passive cluster.
     pub fn roles(&self, cluster: &Cluster) -> Result<Vec<(String, Role)>, StepError> {
         let Some(replication) = self.adapters_of(cluster).replication.clone() else {
-            return Err(StepError::new(ErrorKind::Invalid, Action::Param, format!("cluster `{}` has no replication adapter", cluster.name))
-                .on_cluster(&cluster.name));
+            return Err(StepError::new(
+                ErrorKind::Invalid,
+                Action::Param,
+                format!("cluster `{}` has no replication adapter", cluster.name),
+            )
+            .on_cluster(&cluster.name));
         };
         self.bridge(Action::Param, &self.abort.clone(), cluster.policy.step_timeout, replication.roles(cluster))
     }
 
     // ----- step plumbing ----------------------------------------------------
 
-    fn refused(&self, cluster: &Cluster, node: Option<&str>, action: Action, compensating: bool, refusal: Refusal) -> StepError {
+    fn refused(
+        &self,
+        cluster: &Cluster,
+        node: Option<&str>,
+        action: Action,
+        compensating: bool,
+        refusal: Refusal,
+    ) -> StepError {
         let seq = self.next_seq();
         let at = self.now();
         self.events.emit(&Event::StepFinished {
@@ -325,17 +336,24 @@ impl Executor {
 
     /// Announces a step whose guard passed; checks the window for new node
     /// steps and snapshots the cluster the first time it is changed.
-    fn begin<'a>(&self, cluster: &'a Cluster, node: Option<&'a str>, action: Action, compensating: bool) -> Result<Begun<'a>, StepError> {
+    fn begin<'a>(
+        &self,
+        cluster: &'a Cluster,
+        node: Option<&'a str>,
+        action: Action,
+        compensating: bool,
+    ) -> Result<Begun<'a>, StepError> {
         let token = if compensating { &self.abort } else { &self.cancel };
         if token.is_cancelled() {
             return Err(StepError::cancelled(action));
         }
-        if action.changes_state() {
-            if !compensating {
-                let estimate = self.adapters_of(cluster).host.estimate(action).unwrap_or_else(|| default_estimate(action));
-                if let Err(refusal) = guard::may_start_within_window(action, self.now(), estimate, cluster.policy.maintenance_window) {
-                    return Err(self.refused(cluster, node, action, compensating, refusal));
-                }
+        // Compensations are exempt: a rollback must run even past the window.
+        if action.changes_state() && !compensating {
+            let estimate = self.adapters_of(cluster).host.estimate(action).unwrap_or_else(|| default_estimate(action));
+            if let Err(refusal) =
+                guard::may_start_within_window(action, self.now(), estimate, cluster.policy.maintenance_window)
+            {
+                return Err(self.refused(cluster, node, action, compensating, refusal));
             }
         }
         let needs_snapshot = !self.state().before.contains_key(&cluster.name);
@@ -368,7 +386,12 @@ impl Executor {
     }
 
     /// Records the outcome of a begun step and emits its event.
-    fn finish<T>(&self, step: Begun<'_>, result: Result<T, StepError>, detail: impl FnOnce(&T) -> String) -> Result<T, StepError> {
+    fn finish<T>(
+        &self,
+        step: Begun<'_>,
+        result: Result<T, StepError>,
+        detail: impl FnOnce(&T) -> String,
+    ) -> Result<T, StepError> {
         let at = self.now();
         let outcome = match &result {
             Ok(value) => Outcome::Ok { detail: detail(value) },
@@ -428,12 +451,21 @@ impl Executor {
         let step = self.begin(cluster, Some(name), Action::Drain, compensating)?;
         let token = self.token(compensating);
         let ctx = self.ctx(cluster.policy.drain_timeout, &token);
-        let result = self.bridge(Action::Drain, &token, cluster.policy.drain_timeout, traffic.drain(NodeRef { cluster, node: spec }, &ctx));
+        let result = self.bridge(
+            Action::Drain,
+            &token,
+            cluster.policy.drain_timeout,
+            traffic.drain(NodeRef { cluster, node: spec }, &ctx),
+        );
         // The drain command may have reached the load balancer even when
         // waiting for zero connections failed: undraining is always safe.
         self.push(Compensation::Undrain { cluster: cluster.name.clone(), node: name.to_string() }, compensating);
         self.finish(step, result, |r| {
-            format!("{} connection(s) closed in {}", r.connections_at_start, humantime::format_duration(round(r.waited)))
+            format!(
+                "{} connection(s) closed in {}",
+                r.connections_at_start,
+                humantime::format_duration(round(r.waited))
+            )
         })
     }
 
@@ -456,14 +488,25 @@ impl Executor {
         let step = self.begin(cluster, Some(name), Action::Undrain, compensating)?;
         let token = self.token(compensating);
         let ctx = self.ctx(cluster.policy.step_timeout, &token);
-        let result = self.bridge(Action::Undrain, &token, cluster.policy.step_timeout, traffic.undrain(NodeRef { cluster, node: spec }, &ctx));
+        let result = self.bridge(
+            Action::Undrain,
+            &token,
+            cluster.policy.step_timeout,
+            traffic.undrain(NodeRef { cluster, node: spec }, &ctx),
+        );
         if result.is_ok() {
             self.push(Compensation::Drain { cluster: cluster.name.clone(), node: name.to_string() }, compensating);
         }
         self.finish(step, result, |_| "in service".to_string())
     }
 
-    fn guard_host_change(&self, cluster: &Cluster, name: &str, action: Action, compensating: bool) -> Result<(), StepError> {
+    fn guard_host_change(
+        &self,
+        cluster: &Cluster,
+        name: &str,
+        action: Action,
+        compensating: bool,
+    ) -> Result<(), StepError> {
         let views = self.observe(cluster, action)?;
         guard::may_change_host(cluster.kind, &views, name, action)
             .map_err(|refusal| self.refused(cluster, Some(name), action, compensating, refusal))
@@ -478,14 +521,22 @@ impl Executor {
         let host = self.adapters_of(cluster).host.clone();
         let token = self.token(false);
         let ctx = self.ctx(cluster.policy.step_timeout, &token);
-        let result = self.bridge(Action::Patch, &token, cluster.policy.step_timeout, host.patch(NodeRef { cluster, node: spec }, params, &ctx));
+        let result = self.bridge(
+            Action::Patch,
+            &token,
+            cluster.policy.step_timeout,
+            host.patch(NodeRef { cluster, node: spec }, params, &ctx),
+        );
         let record = match &result {
             Ok(report) => report.clone(),
             // A failed patch may have been half applied: record a restore to
             // the version the node had, so rollback returns it there.
             Err(_) => PatchReport { from_version: before, to_version: "unknown (patch failed)".into(), snapshot: None },
         };
-        self.push(Compensation::Restore { cluster: cluster.name.clone(), node: name.to_string(), patch: record }, false);
+        self.push(
+            Compensation::Restore { cluster: cluster.name.clone(), node: name.to_string(), patch: record },
+            false,
+        );
         if result.is_ok() {
             self.state().patched.insert(name.to_string());
         }
@@ -501,7 +552,12 @@ impl Executor {
         let step = self.begin(cluster, Some(name), Action::Restore, true)?;
         let host = self.adapters_of(cluster).host.clone();
         let ctx = self.ctx(cluster.policy.reboot_timeout, &self.abort);
-        let result = self.bridge(Action::Restore, &self.abort, cluster.policy.reboot_timeout, host.restore(NodeRef { cluster, node: spec }, patch, &ctx));
+        let result = self.bridge(
+            Action::Restore,
+            &self.abort,
+            cluster.policy.reboot_timeout,
+            host.restore(NodeRef { cluster, node: spec }, patch, &ctx),
+        );
         if result.is_ok() {
             self.state().patched.remove(name);
         }
@@ -516,7 +572,12 @@ impl Executor {
         let host = self.adapters_of(cluster).host.clone();
         let token = self.token(false);
         let ctx = self.ctx(cluster.policy.reboot_timeout, &token);
-        let result = self.bridge(Action::Reboot, &token, cluster.policy.reboot_timeout, host.reboot(NodeRef { cluster, node: spec }, &ctx));
+        let result = self.bridge(
+            Action::Reboot,
+            &token,
+            cluster.policy.reboot_timeout,
+            host.reboot(NodeRef { cluster, node: spec }, &ctx),
+        );
         self.finish(step, result, |d| format!("back after {}", humantime::format_duration(round(*d))))
     }
 
@@ -528,7 +589,8 @@ impl Executor {
         let host = self.adapters_of(cluster).host.clone();
         let token = self.token(false);
         let ctx = self.ctx(timeout, &token);
-        let result = self.bridge(Action::WaitHealthy, &token, timeout, host.wait_healthy(NodeRef { cluster, node: spec }, &ctx));
+        let result =
+            self.bridge(Action::WaitHealthy, &token, timeout, host.wait_healthy(NodeRef { cluster, node: spec }, &ctx));
         self.finish(step, result, |_| "healthy".to_string())
     }
 
@@ -551,8 +613,12 @@ impl Executor {
         });
         let result = result.and_then(|report| {
             if report.requests > 0 && report.failed == report.requests {
-                Err(StepError::new(ErrorKind::Failed, Action::Probe, format!("{name} did not answer any of {} probe request(s)", report.requests))
-                    .with_hint("check the service on the node; rollback returns it to its previous version"))
+                Err(StepError::new(
+                    ErrorKind::Failed,
+                    Action::Probe,
+                    format!("{name} did not answer any of {} probe request(s)", report.requests),
+                )
+                .with_hint("check the service on the node; rollback returns it to its previous version"))
             } else {
                 Ok(report)
             }
@@ -570,16 +636,25 @@ impl Executor {
 
     fn check_sync_step(&self, cluster: &Cluster, compensating: bool) -> Result<SyncReport, StepError> {
         let Some(replication) = self.adapters_of(cluster).replication.clone() else {
-            return Err(StepError::new(ErrorKind::Invalid, Action::CheckSync, format!("cluster `{}` has no replication adapter", cluster.name))
-                .on_cluster(&cluster.name)
-                .with_hint("check_sync applies to active_passive clusters"));
+            return Err(StepError::new(
+                ErrorKind::Invalid,
+                Action::CheckSync,
+                format!("cluster `{}` has no replication adapter", cluster.name),
+            )
+            .on_cluster(&cluster.name)
+            .with_hint("check_sync applies to active_passive clusters"));
         };
         let step = self.begin(cluster, None, Action::CheckSync, compensating)?;
         let token = self.token(compensating);
         let wait = cluster.policy.sync_wait;
         let ctx = self.ctx(wait, &token);
         let max_lag = cluster.policy.max_sync_lag;
-        let result = self.bridge(Action::CheckSync, &token, wait + cluster.policy.step_timeout, replication.wait_sync(cluster, max_lag, &ctx));
+        let result = self.bridge(
+            Action::CheckSync,
+            &token,
+            wait + cluster.policy.step_timeout,
+            replication.wait_sync(cluster, max_lag, &ctx),
+        );
         let result = result.and_then(|report| {
             let ok = report.in_sync(max_lag);
             self.state().sync_checks.insert(cluster.name.clone(), SyncCheck { at: self.now(), ok });
@@ -602,7 +677,11 @@ impl Executor {
             Err(StepError::new(
                 ErrorKind::OutOfSync,
                 Action::CheckSync,
-                format!("not in sync after waiting {}: {worst} (max_sync_lag {})", humantime::format_duration(wait), humantime::format_duration(max_lag)),
+                format!(
+                    "not in sync after waiting {}: {worst} (max_sync_lag {})",
+                    humantime::format_duration(wait),
+                    humantime::format_duration(max_lag)
+                ),
             )
             .with_hint("investigate replication before any switchover; pitcrew will not switch to a lagging node"))
         });
@@ -618,34 +697,63 @@ impl Executor {
         self.switchover_step(cluster, target, false)
     }
 
-    fn switchover_step(&self, cluster: &Cluster, target: &str, compensating: bool) -> Result<SwitchoverReport, StepError> {
+    fn switchover_step(
+        &self,
+        cluster: &Cluster,
+        target: &str,
+        compensating: bool,
+    ) -> Result<SwitchoverReport, StepError> {
         let Some(spec) = cluster.node(target) else {
-            return Err(StepError::new(ErrorKind::Invalid, Action::Switchover, format!("`{target}` is not a node of cluster `{}`", cluster.name))
-                .on_cluster(&cluster.name));
+            return Err(StepError::new(
+                ErrorKind::Invalid,
+                Action::Switchover,
+                format!("`{target}` is not a node of cluster `{}`", cluster.name),
+            )
+            .on_cluster(&cluster.name));
         };
         let Some(replication) = self.adapters_of(cluster).replication.clone() else {
-            return Err(StepError::new(ErrorKind::Invalid, Action::Switchover, "this cluster has no replication adapter")
-                .on_cluster(&cluster.name)
-                .with_hint("pools move users with drain/undrain"));
+            return Err(StepError::new(
+                ErrorKind::Invalid,
+                Action::Switchover,
+                "this cluster has no replication adapter",
+            )
+            .on_cluster(&cluster.name)
+            .with_hint("pools move users with drain/undrain"));
         };
         let views = self.observe(cluster, Action::Switchover)?;
         let active = views.iter().find(|v| v.role == Some(Role::Active)).map(|v| v.name.clone());
         if active.as_deref() == Some(target) {
             return Ok(SwitchoverReport { from: target.to_string(), to: target.to_string(), paused: Duration::ZERO });
         }
-        let current = self.bridge(Action::Switchover, &self.token(compensating), cluster.policy.step_timeout, replication.sync_status(cluster))?;
+        let current = self.bridge(
+            Action::Switchover,
+            &self.token(compensating),
+            cluster.policy.step_timeout,
+            replication.sync_status(cluster),
+        )?;
         let (last_check, last_change) = {
             let state = self.state();
             (state.sync_checks.get(&cluster.name).cloned(), state.last_change.get(&cluster.name).copied())
         };
-        let guard_ctx = SwitchoverContext { policy: &cluster.policy, now: self.now(), last_check: last_check.as_ref(), last_change, current: &current };
+        let guard_ctx = SwitchoverContext {
+            policy: &cluster.policy,
+            now: self.now(),
+            last_check: last_check.as_ref(),
+            last_change,
+            current: &current,
+        };
         if let Err(refusal) = guard::may_switchover(cluster.kind, &views, target, &guard_ctx) {
             return Err(self.refused(cluster, Some(target), Action::Switchover, compensating, refusal));
         }
         let step = self.begin(cluster, Some(target), Action::Switchover, compensating)?;
         let token = self.token(compensating);
         let ctx = self.ctx(cluster.policy.step_timeout, &token);
-        let result = self.bridge(Action::Switchover, &token, cluster.policy.step_timeout, replication.switchover(cluster, spec, &ctx));
+        let result = self.bridge(
+            Action::Switchover,
+            &token,
+            cluster.policy.step_timeout,
+            replication.switchover(cluster, spec, &ctx),
+        );
         if let (Ok(report), false) = (&result, compensating) {
             self.push(Compensation::SwitchBack { cluster: cluster.name.clone(), node: report.from.clone() }, false);
         }
@@ -754,7 +862,12 @@ impl Executor {
             let serving: Vec<&NodeView> = views.iter().filter(|v| v.serving(cluster.kind)).collect();
             for v in &serving {
                 if !original(v) {
-                    report.unsafe_service.push(format!("{}: serves users on {} (was {})", v.name, v.version, before.get(&v.name).map_or("?", |b| &b.version)));
+                    report.unsafe_service.push(format!(
+                        "{}: serves users on {} (was {})",
+                        v.name,
+                        v.version,
+                        before.get(&v.name).map_or("?", |b| &b.version)
+                    ));
                 }
             }
             let needed = match cluster.kind {

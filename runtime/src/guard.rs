@@ -89,7 +89,8 @@ pub fn may_drain(kind: ClusterKind, policy: &Policy, nodes: &[NodeView], node: &
     }
     let remaining = nodes.iter().filter(|n| n.name != node && n.serving(kind)).count();
     if remaining < policy.min_in_service {
-        let serving: Vec<&str> = nodes.iter().filter(|n| n.name != node && n.serving(kind)).map(|n| n.name.as_str()).collect();
+        let serving: Vec<&str> =
+            nodes.iter().filter(|n| n.name != node && n.serving(kind)).map(|n| n.name.as_str()).collect();
         return refuse(
             format!(
                 "draining {node} would leave {remaining} node(s) in service ({}), below min_in_service {}",
@@ -127,13 +128,21 @@ pub struct SwitchoverContext<'a> {
 
 /// Switching over needs a fresh successful `check_sync` and a target that is
 /// up, linked and within the lag limit right now.
-pub fn may_switchover(kind: ClusterKind, nodes: &[NodeView], node: &str, ctx: &SwitchoverContext<'_>) -> Result<(), Refusal> {
+pub fn may_switchover(
+    kind: ClusterKind,
+    nodes: &[NodeView],
+    node: &str,
+    ctx: &SwitchoverContext<'_>,
+) -> Result<(), Refusal> {
     if kind != ClusterKind::ActivePassive {
         return refuse("switchover applies to active_passive clusters", "pools move users with drain/undrain");
     }
     let n = target(nodes, node);
     if !n.up {
-        return refuse(format!("{node} is down; switching over would stop the service"), format!("wait_healthy({node}) first"));
+        return refuse(
+            format!("{node} is down; switching over would stop the service"),
+            format!("wait_healthy({node}) first"),
+        );
     }
     let Some(check) = ctx.last_check else {
         return refuse(
@@ -142,7 +151,10 @@ pub fn may_switchover(kind: ClusterKind, nodes: &[NodeView], node: &str, ctx: &S
         );
     };
     if !check.ok {
-        return refuse(format!("the last check_sync failed; {node} may not have every write"), "fix replication, then check_sync(c) again");
+        return refuse(
+            format!("the last check_sync failed; {node} may not have every write"),
+            "fix replication, then check_sync(c) again",
+        );
     }
     let age = ctx.now.saturating_sub(check.at);
     if age > ctx.policy.sync_freshness {
@@ -163,9 +175,16 @@ pub fn may_switchover(kind: ClusterKind, nodes: &[NodeView], node: &str, ctx: &S
     }
     match ctx.current.replica(node) {
         None => refuse(format!("{node} is not a replica of {}", ctx.current.primary), "switch over to a passive node"),
-        Some(r) if !r.link_up => refuse(format!("{node}'s replication link is down"), "fix replication, then check_sync(c) again"),
+        Some(r) if !r.link_up => {
+            refuse(format!("{node}'s replication link is down"), "fix replication, then check_sync(c) again")
+        }
         Some(r) if r.lag_seconds > ctx.policy.max_sync_lag.as_secs_f64() => refuse(
-            format!("{node} lags {:.1}s behind {} (max_sync_lag {})", r.lag_seconds, ctx.current.primary, humantime::format_duration(ctx.policy.max_sync_lag)),
+            format!(
+                "{node} lags {:.1}s behind {} (max_sync_lag {})",
+                r.lag_seconds,
+                ctx.current.primary,
+                humantime::format_duration(ctx.policy.max_sync_lag)
+            ),
             "wait for it to catch up and check_sync(c) again",
         ),
         Some(_) => Ok(()),
@@ -173,7 +192,12 @@ pub fn may_switchover(kind: ClusterKind, nodes: &[NodeView], node: &str, ctx: &S
 }
 
 /// No new node step that cannot finish inside the maintenance window.
-pub fn may_start_within_window(action: Action, now: Duration, estimate: Duration, window: Option<Duration>) -> Result<(), Refusal> {
+pub fn may_start_within_window(
+    action: Action,
+    now: Duration,
+    estimate: Duration,
+    window: Option<Duration>,
+) -> Result<(), Refusal> {
     let Some(window) = window else { return Ok(()) };
     if now + estimate > window {
         return refuse(
@@ -247,7 +271,10 @@ mod tests {
         assert!(may_drain(ClusterKind::Pool, &policy(3), &nodes, "web-1").is_ok());
         let nodes = pool(&[false, true, true, true]);
         let refusal = may_drain(ClusterKind::Pool, &policy(3), &nodes, "web-2").unwrap_err();
-        assert_eq!(refusal.message, "draining web-2 would leave 2 node(s) in service (web-3, web-4), below min_in_service 3");
+        assert_eq!(
+            refusal.message,
+            "draining web-2 would leave 2 node(s) in service (web-3, web-4), below min_in_service 3"
+        );
         // Draining an already drained node changes nothing.
         assert!(may_drain(ClusterKind::Pool, &policy(3), &nodes, "web-1").is_ok());
     }
@@ -261,7 +288,10 @@ mod tests {
     }
 
     fn sync(lag: f64, link_up: bool) -> SyncReport {
-        SyncReport { primary: "db-a".into(), replicas: vec![ReplicaSync { node: "db-b".into(), link_up, lag_seconds: lag }] }
+        SyncReport {
+            primary: "db-a".into(),
+            replicas: vec![ReplicaSync { node: "db-b".into(), link_up, lag_seconds: lag }],
+        }
     }
 
     fn pair() -> Vec<NodeView> {
@@ -273,19 +303,37 @@ mod tests {
         let p = policy(1);
         let current = sync(0.0, true);
         let ok = SyncCheck { at: Duration::from_secs(100), ok: true };
-        let mut ctx = SwitchoverContext { policy: &p, now: Duration::from_secs(110), last_check: None, last_change: None, current: &current };
-        assert!(may_switchover(ClusterKind::ActivePassive, &pair(), "db-b", &ctx).unwrap_err().message.starts_with("no check_sync"));
+        let mut ctx = SwitchoverContext {
+            policy: &p,
+            now: Duration::from_secs(110),
+            last_check: None,
+            last_change: None,
+            current: &current,
+        };
+        assert!(may_switchover(ClusterKind::ActivePassive, &pair(), "db-b", &ctx)
+            .unwrap_err()
+            .message
+            .starts_with("no check_sync"));
         ctx.last_check = Some(&ok);
         assert!(may_switchover(ClusterKind::ActivePassive, &pair(), "db-b", &ctx).is_ok());
         ctx.last_change = Some(Duration::from_secs(105));
-        assert!(may_switchover(ClusterKind::ActivePassive, &pair(), "db-b", &ctx).unwrap_err().message.contains("changed since"));
+        assert!(may_switchover(ClusterKind::ActivePassive, &pair(), "db-b", &ctx)
+            .unwrap_err()
+            .message
+            .contains("changed since"));
         ctx.last_change = None;
         ctx.now = Duration::from_secs(400);
-        assert!(may_switchover(ClusterKind::ActivePassive, &pair(), "db-b", &ctx).unwrap_err().message.contains("stale"));
+        assert!(may_switchover(ClusterKind::ActivePassive, &pair(), "db-b", &ctx)
+            .unwrap_err()
+            .message
+            .contains("stale"));
         let failed = SyncCheck { at: Duration::from_secs(100), ok: false };
         ctx.now = Duration::from_secs(110);
         ctx.last_check = Some(&failed);
-        assert!(may_switchover(ClusterKind::ActivePassive, &pair(), "db-b", &ctx).unwrap_err().message.contains("failed"));
+        assert!(may_switchover(ClusterKind::ActivePassive, &pair(), "db-b", &ctx)
+            .unwrap_err()
+            .message
+            .contains("failed"));
     }
 
     #[test]
@@ -293,7 +341,13 @@ mod tests {
         let p = policy(1);
         let ok = SyncCheck { at: Duration::from_secs(100), ok: true };
         for (report, expect) in [(sync(30.0, true), "lags 30.0s behind db-a"), (sync(0.0, false), "link is down")] {
-            let ctx = SwitchoverContext { policy: &p, now: Duration::from_secs(101), last_check: Some(&ok), last_change: None, current: &report };
+            let ctx = SwitchoverContext {
+                policy: &p,
+                now: Duration::from_secs(101),
+                last_check: Some(&ok),
+                last_change: None,
+                current: &report,
+            };
             let refusal = may_switchover(ClusterKind::ActivePassive, &pair(), "db-b", &ctx).unwrap_err();
             assert!(refusal.message.contains(expect), "{}", refusal.message);
         }
@@ -302,9 +356,15 @@ mod tests {
     #[test]
     fn window_refuses_steps_that_would_overrun() {
         let window = Some(Duration::from_secs(3600));
-        assert!(may_start_within_window(Action::Patch, Duration::from_secs(3000), Duration::from_secs(120), window).is_ok());
-        let refusal = may_start_within_window(Action::Reboot, Duration::from_secs(3500), Duration::from_secs(180), window).unwrap_err();
+        assert!(
+            may_start_within_window(Action::Patch, Duration::from_secs(3000), Duration::from_secs(120), window).is_ok()
+        );
+        let refusal =
+            may_start_within_window(Action::Reboot, Duration::from_secs(3500), Duration::from_secs(180), window)
+                .unwrap_err();
         assert!(refusal.message.contains("closes at T+01:00:00.0"), "{}", refusal.message);
-        assert!(may_start_within_window(Action::Reboot, Duration::from_secs(99_999), Duration::from_secs(1), None).is_ok());
+        assert!(
+            may_start_within_window(Action::Reboot, Duration::from_secs(99_999), Duration::from_secs(1), None).is_ok()
+        );
     }
 }

@@ -267,10 +267,8 @@ struct RawNode {
 impl Inventory {
     /// Reads and validates an inventory file.
     pub fn load(path: &Path) -> Result<Self, InventoryError> {
-        let source = SourceFile::read(path).map_err(|source| InventoryError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let source = SourceFile::read(path)
+            .map_err(|source| InventoryError::Read { path: path.display().to_string(), source })?;
         Self::parse(source)
     }
 
@@ -368,13 +366,21 @@ impl Builder<'_> {
             .map(|(name, a)| (name.clone(), AdapterSpec { name, kind: a.kind, settings: a.settings }))
             .collect();
         if raw.clusters.is_empty() {
-            return Err(self.error(&[Key("clusters")], "the inventory declares no cluster", "add at least one cluster under `clusters:`"));
+            return Err(self.error(
+                &[Key("clusters")],
+                "the inventory declares no cluster",
+                "add at least one cluster under `clusters:`",
+            ));
         }
         let mut seen_nodes: HashMap<String, String> = HashMap::new();
         let mut clusters = Vec::with_capacity(raw.clusters.len());
         for (name, rc) in raw.clusters {
             if rc.nodes.is_empty() {
-                return Err(self.error(&in_cluster(&name, &[Key("nodes")]), format!("cluster `{name}` has no nodes"), "list the cluster's nodes under `nodes:`"));
+                return Err(self.error(
+                    &in_cluster(&name, &[Key("nodes")]),
+                    format!("cluster `{name}` has no nodes"),
+                    "list the cluster's nodes under `nodes:`",
+                ));
             }
             let mut nodes = Vec::with_capacity(rc.nodes.len());
             for (i, rn) in rc.nodes.into_iter().enumerate() {
@@ -453,7 +459,10 @@ impl Builder<'_> {
                 let declared: Vec<&str> = adapters.keys().map(String::as_str).collect();
                 return Err(self.error(
                     &path,
-                    format!("cluster `{cluster}` uses adapter `{name}` for {}, but no such adapter is declared", concern.as_str()),
+                    format!(
+                        "cluster `{cluster}` uses adapter `{name}` for {}, but no such adapter is declared",
+                        concern.as_str()
+                    ),
                     if declared.is_empty() {
                         "declare it under `adapters:` (e.g. `twin: { kind: sim }`)".to_string()
                     } else {
@@ -479,16 +488,27 @@ impl Builder<'_> {
         Ok(concerns)
     }
 
-    fn policy(&self, cluster: &str, kind: ClusterKind, node_count: usize, raw: RawPolicy) -> Result<Policy, InventoryError> {
+    fn policy(
+        &self,
+        cluster: &str,
+        kind: ClusterKind,
+        node_count: usize,
+        raw: RawPolicy,
+    ) -> Result<Policy, InventoryError> {
         use Seg::Key;
         let path = |key: &'static str| vec![Key("clusters"), Key(cluster), Key("policy"), Key(key)];
-        let count = |key: &'static str, value: Option<i64>, default: usize, min: i64| -> Result<usize, InventoryError> {
-            match value {
-                None => Ok(default),
-                Some(v) if v < min => Err(self.error(&path(key), format!("`{key}` is {v} in cluster `{cluster}`"), format!("use a whole number of at least {min}"))),
-                Some(v) => Ok(usize::try_from(v).unwrap_or(usize::MAX)),
-            }
-        };
+        let count =
+            |key: &'static str, value: Option<i64>, default: usize, min: i64| -> Result<usize, InventoryError> {
+                match value {
+                    None => Ok(default),
+                    Some(v) if v < min => Err(self.error(
+                        &path(key),
+                        format!("`{key}` is {v} in cluster `{cluster}`"),
+                        format!("use a whole number of at least {min}"),
+                    )),
+                    Some(v) => Ok(usize::try_from(v).unwrap_or(usize::MAX)),
+                }
+            };
         let default_min = match kind {
             ClusterKind::Pool => node_count.saturating_sub(1).max(1),
             ClusterKind::ActivePassive => 1,
@@ -518,7 +538,11 @@ impl Builder<'_> {
         }
         let max_failures = count("max_failures", raw.max_failures, 0, 0)?;
         if raw.maintenance_window == Some(Duration::ZERO) {
-            return Err(self.error(&path("maintenance_window"), "the maintenance window is zero long", "write it as a duration, e.g. `maintenance_window: 4h`"));
+            return Err(self.error(
+                &path("maintenance_window"),
+                "the maintenance window is zero long",
+                "write it as a duration, e.g. `maintenance_window: 4h`",
+            ));
         }
         Ok(Policy {
             min_in_service,
@@ -601,7 +625,9 @@ pub fn locate(text: &str, path: &[Seg<'_>]) -> (usize, usize) {
             .iter()
             .enumerate()
             .skip(start)
-            .find(|(_, &(indent, l))| meaningful(l) && (indent < block_indent || (indent == block_indent && matches!(seg, Seg::Key(_)))))
+            .find(|(_, &(indent, l))| {
+                meaningful(l) && (indent < block_indent || (indent == block_indent && matches!(seg, Seg::Key(_))))
+            })
             .map_or(lines.len(), |(i, _)| i);
         if let Seg::Index(_) = seg {
             // Keys of a list item start on the dash line itself.

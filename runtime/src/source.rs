@@ -39,11 +39,7 @@ impl SourceFile {
         let mut offset = 0;
         for (index, text) in self.text.split_inclusive('\n').enumerate() {
             if index + 1 == line {
-                let within: usize = text
-                    .chars()
-                    .take(column.saturating_sub(1))
-                    .map(char::len_utf8)
-                    .sum();
+                let within: usize = text.chars().take(column.saturating_sub(1)).map(char::len_utf8).sum();
                 return offset + within.min(text.trim_end_matches('\n').len());
             }
             offset += text.len();

@@ -71,7 +71,10 @@ pub enum Compensation {
 impl Compensation {
     pub fn node(&self) -> &str {
         match self {
-            Self::Undrain { node, .. } | Self::Drain { node, .. } | Self::Restore { node, .. } | Self::SwitchBack { node, .. } => node,
+            Self::Undrain { node, .. }
+            | Self::Drain { node, .. }
+            | Self::Restore { node, .. }
+            | Self::SwitchBack { node, .. } => node,
         }
     }
 

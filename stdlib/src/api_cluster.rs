@@ -66,7 +66,10 @@ pub mod cluster_api {
     /// ```
     #[rhai_fn(return_raw, pure)]
     pub fn active(ctx: NativeCallContext, c: &mut ClusterHandle) -> RhaiResult<NodeHandle> {
-        super::with_role(&ctx, c, Role::Active)?.into_iter().next().ok_or_else(|| format!("cluster `{}` has no active node", c.name).into())
+        super::with_role(&ctx, c, Role::Active)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("cluster `{}` has no active node", c.name).into())
     }
 
     /// The first passive node (active/passive clusters).
@@ -77,7 +80,10 @@ pub mod cluster_api {
     /// ```
     #[rhai_fn(return_raw, pure)]
     pub fn passive(ctx: NativeCallContext, c: &mut ClusterHandle) -> RhaiResult<NodeHandle> {
-        super::with_role(&ctx, c, Role::Passive)?.into_iter().next().ok_or_else(|| format!("cluster `{}` has no passive node", c.name).into())
+        super::with_role(&ctx, c, Role::Passive)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("cluster `{}` has no passive node", c.name).into())
     }
 
     /// Every passive node (active/passive clusters).
@@ -163,7 +169,10 @@ pub mod cluster_api {
         map.insert("batch".into(), (p.batch as i64).into());
         map.insert("max_failures".into(), (p.max_failures as i64).into());
         map.insert("max_sync_lag_s".into(), p.max_sync_lag.as_secs_f64().into());
-        map.insert("maintenance_window_s".into(), p.maintenance_window.map_or(Dynamic::UNIT, |w| (w.as_secs() as i64).into()));
+        map.insert(
+            "maintenance_window_s".into(),
+            p.maintenance_window.map_or(Dynamic::UNIT, |w| (w.as_secs() as i64).into()),
+        );
         Ok(map)
     }
 
@@ -208,7 +217,9 @@ use crate::host::{host, to_rhai, RhaiResult};
 
 pub fn with_role(ctx: &NativeCallContext, c: &ClusterHandle, role: Role) -> RhaiResult<Vec<NodeHandle>> {
     if c.kind != ClusterKind::ActivePassive {
-        return Err(format!("cluster `{}` is a pool; active()/passive() apply to active_passive clusters", c.name).into());
+        return Err(
+            format!("cluster `{}` is a pool; active()/passive() apply to active_passive clusters", c.name).into()
+        );
     }
     let host = host(ctx)?;
     let cluster = host.exec.cluster(&c.name).map_err(to_rhai)?;
@@ -225,6 +236,10 @@ pub fn handle_of(c: &pitcrew_runtime::Cluster) -> ClusterHandle {
     ClusterHandle {
         name: c.name.as_str().into(),
         kind: c.kind,
-        nodes: c.nodes.iter().map(|n| NodeHandle { name: n.name.as_str().into(), cluster: c.name.as_str().into() }).collect(),
+        nodes: c
+            .nodes
+            .iter()
+            .map(|n| NodeHandle { name: n.name.as_str().into(), cluster: c.name.as_str().into() })
+            .collect(),
     }
 }

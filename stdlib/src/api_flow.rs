@@ -29,7 +29,10 @@ pub mod flow_api {
         let report = host.exec.rollback("rollback() called by the playbook");
         let mut map = Map::new();
         map.insert("steps".into(), (report.steps as i64).into());
-        map.insert("failures".into(), report.failures.iter().map(|f| Dynamic::from(f.clone())).collect::<Array>().into());
+        map.insert(
+            "failures".into(),
+            report.failures.iter().map(|f| Dynamic::from(f.clone())).collect::<Array>().into(),
+        );
         map.insert("service_restored".into(), report.service_restored().into());
         let restored = report.service_restored();
         let problems = report.unsafe_service.join("; ");
@@ -38,8 +41,12 @@ pub mod flow_api {
         }
         if !restored {
             return Err(to_rhai(
-                StepError::new(ErrorKind::Failed, Action::Rollback, format!("rollback could not restore the service: {problems}"))
-                    .with_hint("a human must look at the cluster now"),
+                StepError::new(
+                    ErrorKind::Failed,
+                    Action::Rollback,
+                    format!("rollback could not restore the service: {problems}"),
+                )
+                .with_hint("a human must look at the cluster now"),
             ));
         }
         Ok(map)
@@ -71,7 +78,10 @@ pub mod flow_api {
         let host = host(&ctx)?;
         let nodes: Vec<NodeHandle> = nodes
             .into_iter()
-            .map(|d| d.try_cast::<NodeHandle>().ok_or_else(|| "rolling: the first argument must be an array of nodes (c.nodes)".into()))
+            .map(|d| {
+                d.try_cast::<NodeHandle>()
+                    .ok_or_else(|| "rolling: the first argument must be an array of nodes (c.nodes)".into())
+            })
             .collect::<RhaiResult<_>>()?;
         let mut result = Map::new();
         let Some(first) = nodes.first() else {
@@ -82,7 +92,8 @@ pub mod flow_api {
         let max_failures = super::option_int(&opts, "max_failures")?.unwrap_or(cluster.policy.max_failures);
         let max_error_rate = super::option_float(&opts, "max_error_rate")?;
         let watch = super::option_float(&opts, "watch_s")?.unwrap_or(if max_error_rate.is_some() { 30.0 } else { 0.0 });
-        let watch = Duration::try_from_secs_f64(watch).map_err(|_| "rolling: `watch_s` must be a positive number of seconds")?;
+        let watch = Duration::try_from_secs_f64(watch)
+            .map_err(|_| "rolling: `watch_s` must be a positive number of seconds")?;
         let batches = nodes.len().div_ceil(batch);
         let (mut done, mut failed) = (Array::new(), Array::new());
         for (b, chunk) in nodes.chunks(batch).enumerate() {
@@ -107,13 +118,24 @@ pub mod flow_api {
                                 StepError::new(
                                     ErrorKind::ErrorBudget,
                                     Action::Rolling,
-                                    format!("{} node(s) failed, more than max_failures {max_failures}; last: {}", failed.len(), e.unwrap_inner()),
+                                    format!(
+                                        "{} node(s) failed, more than max_failures {max_failures}; last: {}",
+                                        failed.len(),
+                                        e.unwrap_inner()
+                                    ),
                                 )
                                 .on_cluster(&cluster.name)
-                                .with_hint("the failed nodes were returned to service unpatched; fix the cause and run again"),
+                                .with_hint(
+                                    "the failed nodes were returned to service unpatched; fix the cause and run again",
+                                ),
                             ));
                         }
-                        host.exec.log(&format!("{} failed ({}); {} of {max_failures} failure(s) used, going on", node.name, e.unwrap_inner(), failed.len()));
+                        host.exec.log(&format!(
+                            "{} failed ({}); {} of {max_failures} failure(s) used, going on",
+                            node.name,
+                            e.unwrap_inner(),
+                            failed.len()
+                        ));
                     }
                 }
             }
@@ -152,7 +174,9 @@ pub mod flow_api {
                                 ),
                             )
                             .on_cluster(&cluster.name)
-                            .with_hint("the run halts here; rollback returns every patched node to its previous version"),
+                            .with_hint(
+                                "the run halts here; rollback returns every patched node to its previous version",
+                            ),
                         ));
                     }
                 }
@@ -235,7 +259,8 @@ pub mod flow_api {
     /// ```
     #[rhai_fn(name = "sleep", return_raw)]
     pub fn sleep_float(ctx: NativeCallContext, seconds: f64) -> RhaiResult<()> {
-        let duration = Duration::try_from_secs_f64(seconds).map_err(|_| format!("sleep: {seconds} is not a number of seconds"))?;
+        let duration =
+            Duration::try_from_secs_f64(seconds).map_err(|_| format!("sleep: {seconds} is not a number of seconds"))?;
         host(&ctx)?.exec.sleep(duration).map_err(to_rhai)
     }
 }

@@ -109,7 +109,8 @@ pub mod steps_api {
     /// ```
     #[rhai_fn(name = "wait_healthy", return_raw)]
     pub fn wait_healthy_for(ctx: NativeCallContext, n: NodeHandle, timeout_s: i64) -> RhaiResult<()> {
-        let timeout = Duration::from_secs(u64::try_from(timeout_s).map_err(|_| "wait_healthy: the timeout must be positive")?);
+        let timeout =
+            Duration::from_secs(u64::try_from(timeout_s).map_err(|_| "wait_healthy: the timeout must be positive")?);
         host(&ctx)?.exec.wait_healthy(&n.name, Some(timeout)).map_err(to_rhai)
     }
 

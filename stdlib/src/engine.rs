@@ -6,7 +6,9 @@ use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rhai::module_resolvers::FileModuleResolver;
-use rhai::{exported_module, Dynamic, Engine, EvalAltResult, ModuleResolver, OptimizationLevel, Position, Shared, Module};
+use rhai::{
+    exported_module, Dynamic, Engine, EvalAltResult, Module, ModuleResolver, OptimizationLevel, Position, Shared,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::api_cluster::cluster_api;
@@ -53,14 +55,25 @@ impl ConfinedResolver {
 fn refused_import(path: &str, why: &str, pos: Position) -> Box<EvalAltResult> {
     EvalAltResult::ErrorInModule(
         path.to_string(),
-        EvalAltResult::ErrorRuntime(format!("import `{path}` refused: {why}; imports resolve from the playbook's directory and --lib roots").into(), pos).into(),
+        EvalAltResult::ErrorRuntime(
+            format!("import `{path}` refused: {why}; imports resolve from the playbook's directory and --lib roots")
+                .into(),
+            pos,
+        )
+        .into(),
         pos,
     )
     .into()
 }
 
 impl ModuleResolver for ConfinedResolver {
-    fn resolve(&self, engine: &Engine, source: Option<&str>, path: &str, pos: Position) -> Result<Shared<Module>, Box<EvalAltResult>> {
+    fn resolve(
+        &self,
+        engine: &Engine,
+        source: Option<&str>,
+        path: &str,
+        pos: Position,
+    ) -> Result<Shared<Module>, Box<EvalAltResult>> {
         let p = Path::new(path);
         if p.is_absolute() {
             return Err(refused_import(path, "absolute paths are not allowed", pos));

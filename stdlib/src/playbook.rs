@@ -17,7 +17,11 @@ pub struct Playbook {
 impl Playbook {
     /// The directory imports resolve from first.
     pub fn dir(&self) -> PathBuf {
-        self.source.path.parent().filter(|p| !p.as_os_str().is_empty()).map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+        self.source
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
     }
 }
 
@@ -61,7 +65,8 @@ fn syntax_hint(message: &str) -> Option<String> {
 
 /// Compiles a playbook from disk.
 pub fn compile(engine: &Engine, path: &Path) -> Result<Playbook, PlaybookError> {
-    let source = SourceFile::read(path).map_err(|source| PlaybookError::Read { path: path.display().to_string(), source })?;
+    let source =
+        SourceFile::read(path).map_err(|source| PlaybookError::Read { path: path.display().to_string(), source })?;
     compile_source(engine, source)
 }
 

@@ -136,7 +136,9 @@ pub fn classify(error: &EvalAltResult, playbook: &Playbook, limits: &Limits) -> 
     };
     match inner {
         EvalAltResult::ErrorRuntime(value, _) => {
-            if let Some(map) = value.clone().try_cast::<Map>().filter(|m| m.contains_key("kind") && m.contains_key("message")) {
+            if let Some(map) =
+                value.clone().try_cast::<Map>().filter(|m| m.contains_key("kind") && m.contains_key("message"))
+            {
                 run_error.stop = StopKind::Step;
                 run_error.domain_kind = map_str(&map, "kind");
                 run_error.action = map_str(&map, "action");
@@ -151,7 +153,10 @@ pub fn classify(error: &EvalAltResult, playbook: &Playbook, limits: &Limits) -> 
         EvalAltResult::ErrorTerminated(reason, _) => {
             if reason.to_string() == "deadline" {
                 run_error.stop = StopKind::Limit;
-                run_error.message = format!("the playbook ran past its wall-clock limit of {}", humantime::format_duration(limits.deadline));
+                run_error.message = format!(
+                    "the playbook ran past its wall-clock limit of {}",
+                    humantime::format_duration(limits.deadline)
+                );
                 run_error.hint = Some("raise --deadline if the run really needs longer".into());
             } else {
                 run_error.stop = StopKind::Cancelled;
@@ -160,8 +165,10 @@ pub fn classify(error: &EvalAltResult, playbook: &Playbook, limits: &Limits) -> 
         }
         EvalAltResult::ErrorTooManyOperations(_) => {
             run_error.stop = StopKind::Limit;
-            run_error.message = format!("the playbook exceeded {} operations (an endless loop?)", limits.max_operations);
-            run_error.hint = Some("check loop conditions; raise --max-operations if the playbook really needs more".into());
+            run_error.message =
+                format!("the playbook exceeded {} operations (an endless loop?)", limits.max_operations);
+            run_error.hint =
+                Some("check loop conditions; raise --max-operations if the playbook really needs more".into());
         }
         EvalAltResult::ErrorStackOverflow(_) => {
             run_error.stop = StopKind::Limit;

@@ -56,9 +56,9 @@ impl FromStr for Fault {
             ("patch", "fail", None) => FaultEffect::PatchFails,
             ("reboot", "hang", None) => FaultEffect::RebootHangs,
             ("drain", "stuck", None) => FaultEffect::DrainStuck,
-            ("sync", "lag", Some(v)) => {
-                FaultEffect::SyncLag(humantime::parse_duration(v).map_err(|e| err(&format!("lag `{v}`: {e} (write e.g. 30s)")))?)
-            }
+            ("sync", "lag", Some(v)) => FaultEffect::SyncLag(
+                humantime::parse_duration(v).map_err(|e| err(&format!("lag `{v}`: {e} (write e.g. 30s)")))?,
+            ),
             ("probe", "errors", Some(v)) => {
                 let pct: f64 = v
                     .strip_suffix('%')
@@ -70,7 +70,9 @@ impl FromStr for Fault {
                 }
                 FaultEffect::ProbeErrors(pct / 100.0)
             }
-            ("patch" | "reboot" | "drain" | "sync" | "probe", _, _) => return Err(err(&format!("unknown effect `{effect}` for `{action}`"))),
+            ("patch" | "reboot" | "drain" | "sync" | "probe", _, _) => {
+                return Err(err(&format!("unknown effect `{effect}` for `{action}`")))
+            }
             _ => return Err(err(&format!("unknown action `{action}`"))),
         };
         Ok(Fault { node: node.to_string(), effect })
@@ -96,7 +98,13 @@ mod tests {
 
     #[test]
     fn every_documented_fault_parses_and_prints_back() {
-        for spec in ["patch:web-2:fail", "reboot:db-b:hang", "sync:db-b:lag=30s", "probe:app-05:errors=20%", "drain:web-3:stuck"] {
+        for spec in [
+            "patch:web-2:fail",
+            "reboot:db-b:hang",
+            "sync:db-b:lag=30s",
+            "probe:app-05:errors=20%",
+            "drain:web-3:stuck",
+        ] {
             let fault: Fault = spec.parse().expect(spec);
             assert_eq!(fault.to_string(), spec);
         }

@@ -102,7 +102,12 @@ impl ReplicationAdapter for SimAdapter {
         self.twin.wait_sync(&cluster.name, max_lag, ctx.timeout)
     }
 
-    async fn switchover(&self, cluster: &Cluster, target: &NodeSpec, _ctx: &CallCtx) -> Result<SwitchoverReport, AdapterError> {
+    async fn switchover(
+        &self,
+        cluster: &Cluster,
+        target: &NodeSpec,
+        _ctx: &CallCtx,
+    ) -> Result<SwitchoverReport, AdapterError> {
         self.twin.switchover(&cluster.name, &target.name)
     }
 }

@@ -104,7 +104,8 @@ impl SimTwin {
         faults: &[Fault],
         clock: Clock,
     ) -> Result<Self, UnknownFaultNode> {
-        let mut twin = Twin { clusters: Vec::new(), cluster_index: HashMap::new(), nodes: Vec::new(), index: HashMap::new() };
+        let mut twin =
+            Twin { clusters: Vec::new(), cluster_index: HashMap::new(), nodes: Vec::new(), index: HashMap::new() };
         let defaults = Arc::new(SimSettings::default());
         for (ci, cluster) in inventory.clusters.iter().enumerate() {
             let settings = settings.get(&cluster.name).cloned().unwrap_or_else(|| defaults.clone());
@@ -178,16 +179,26 @@ impl SimTwin {
     }
 
     fn node_index(twin: &Twin, name: &str) -> Result<usize, AdapterError> {
-        twin.index.get(name).copied().ok_or_else(|| AdapterError::Unreachable(format!("the sim twin has no node `{name}`")))
+        twin.index
+            .get(name)
+            .copied()
+            .ok_or_else(|| AdapterError::Unreachable(format!("the sim twin has no node `{name}`")))
     }
 
     fn cluster_index(twin: &Twin, name: &str) -> Result<usize, AdapterError> {
-        twin.cluster_index.get(name).copied().ok_or_else(|| AdapterError::Failed(format!("the sim twin has no cluster `{name}`")))
+        twin.cluster_index
+            .get(name)
+            .copied()
+            .ok_or_else(|| AdapterError::Failed(format!("the sim twin has no cluster `{name}`")))
     }
 
     /// Runs `f` on the twin at the current virtual time, with the node's
     /// cluster accounted up to now (so a state change starts a new segment).
-    fn with_node<T>(&self, name: &str, f: impl FnOnce(&mut Twin, usize, Duration) -> Result<T, AdapterError>) -> Result<T, AdapterError> {
+    fn with_node<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut Twin, usize, Duration) -> Result<T, AdapterError>,
+    ) -> Result<T, AdapterError> {
         let mut twin = self.lock();
         let i = Self::node_index(&twin, name)?;
         let now = self.clock.now();
@@ -231,7 +242,10 @@ impl SimTwin {
             _ => {
                 self.clock.advance(timeout);
                 let left = self.traffic_state(name)?.connections;
-                Err(AdapterError::Timeout { after: timeout, message: format!("{left} connection(s) still open on {name}") })
+                Err(AdapterError::Timeout {
+                    after: timeout,
+                    message: format!("{left} connection(s) still open on {name}"),
+                })
             }
         }
     }
@@ -264,7 +278,10 @@ impl SimTwin {
             let patch_time = twin.clusters[twin.nodes[i].cluster].settings.patch_time;
             let node = &mut twin.nodes[i];
             if node.faults.patch_fails {
-                return Ok((Err(AdapterError::Failed("package manager exited with status 100 (injected fault)".into())), patch_time / 2));
+                return Ok((
+                    Err(AdapterError::Failed("package manager exited with status 100 (injected fault)".into())),
+                    patch_time / 2,
+                ));
             }
             let to = match params.get("version") {
                 Some(Value::String(v)) => v.clone(),
@@ -391,7 +408,9 @@ impl SimTwin {
                 if node.role != Some(Role::Passive) {
                     continue;
                 }
-                let at = if node.faults.sync_lag.is_some_and(|lag| lag > max_lag) || node.down_until == Some(Duration::MAX) {
+                let at = if node.faults.sync_lag.is_some_and(|lag| lag > max_lag)
+                    || node.down_until == Some(Duration::MAX)
+                {
                     None
                 } else {
                     let fault = node.faults.sync_lag.unwrap_or_default();
@@ -458,7 +477,11 @@ impl SimTwin {
         let c = Self::cluster_index(&twin, cluster)?;
         twin.account(c, self.clock.now());
         let sc = &twin.clusters[c];
-        Ok(TrafficSample { requests: sc.requests.round() as u64, failed: sc.failed.round() as u64, interruption: sc.interruption })
+        Ok(TrafficSample {
+            requests: sc.requests.round() as u64,
+            failed: sc.failed.round() as u64,
+            interruption: sc.interruption,
+        })
     }
 }
 
