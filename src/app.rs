@@ -24,6 +24,8 @@ pub const REFUSED: u8 = 3;
 pub const NEEDS_HUMAN: u8 = 4;
 
 pub fn run() -> u8 {
+    // Long messages stay on one line so logs can be searched.
+    let _ = miette::set_hook(Box::new(|_| Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -165,7 +167,8 @@ fn execute(args: &RunArgs, mode: Mode, preflight: bool) -> u8 {
                 ));
                 return finish_early(args, &mode, &outcome, REFUSED);
             }
-            if matches!(e.stop, StopKind::Script | StopKind::Limit) {
+            let invalid = e.stop == StopKind::Step && e.domain_kind.as_deref() == Some("invalid");
+            if invalid || matches!(e.stop, StopKind::Script | StopKind::Limit) {
                 render::report(render::run_diagnostic(
                     "the playbook fails even on a fault-free twin: ",
                     e,

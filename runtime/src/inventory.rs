@@ -161,7 +161,7 @@ pub enum Seg<'a> {
 /// An inventory the operator must fix.
 #[derive(Debug, thiserror::Error, Diagnostic)]
 pub enum InventoryError {
-    #[error("cannot read inventory {path}: {source}")]
+    #[error("cannot read inventory {path}")]
     #[diagnostic(code(pitcrew::inventory::read), help("check the path given with -i/--inventory"))]
     Read {
         path: String,

@@ -28,7 +28,7 @@ impl Playbook {
 /// A playbook that does not compile.
 #[derive(Debug, thiserror::Error, Diagnostic)]
 pub enum PlaybookError {
-    #[error("cannot read playbook {path}: {source}")]
+    #[error("cannot read playbook {path}")]
     #[diagnostic(code(pitcrew::playbook::read), help("check the playbook path"))]
     Read {
         path: String,

@@ -1,0 +1,131 @@
+//! Bad input: clear errors naming file, line and column, with a hint; never a panic.
+
+use crate::support::{Pitcrew, DEMO};
+
+#[test]
+fn an_endless_loop_is_stopped_by_the_operation_limit() {
+    let p = Pitcrew::new();
+    let path = p.file("loop.rhai", "let i = 0;\nloop {\n    i += 1;\n}\n");
+    let out = p.args(["rehearse", path.as_str(), "-i", DEMO, "--max-operations", "200000"]).run();
+    out.expect_code(2).expect_stderr("exceeded 200000 operations (an endless loop?)").expect_stderr("loop.rhai:3:");
+}
+
+#[test]
+fn limits_cannot_be_caught() {
+    let p = Pitcrew::new();
+    let path = p.file("loop.rhai", "try {\n    loop { sleep(1); }\n} catch (e) {\n    log(\"swallowed\");\n}\n");
+    let out = p.args(["rehearse", path.as_str(), "-i", DEMO, "--max-operations", "100000"]).run();
+    out.expect_code(2).expect_stderr("exceeded 100000 operations");
+    assert!(!out.stderr.contains("swallowed"));
+}
+
+#[test]
+fn a_syntax_error_names_file_line_and_column() {
+    let p = Pitcrew::new();
+    let path = p.file("bad.rhai", "let web = cluster(\"web\");\ndrain(web.nodes[0]\npatch(web.nodes[0]);\n");
+    let out = p.args(["rehearse", path.as_str(), "-i", DEMO]).run();
+    out.expect_code(2).expect_stderr("bad.rhai:3:1: Expecting ',' to separate the arguments");
+    let p = Pitcrew::new();
+    let path = p.file("bad.rhai", "let web = cluster(\"web\");\ndrain(web.nodes[0]\npatch(web.nodes[0]);\n");
+    p.args(["check", path.as_str()]).run().expect_code(2).expect_stderr("bad.rhai:3:1");
+}
+
+#[test]
+fn check_accepts_every_shipped_playbook() {
+    for name in ["standby_first.rhai", "rolling_pool.rhai", "micro_window.rhai"] {
+        let path = crate::support::playbook(name);
+        Pitcrew::new().args(["check", path.as_str(), "-i", DEMO]).run().expect_code(0).expect_stderr("compiles");
+    }
+}
+
+#[test]
+fn inventory_errors_are_located_with_a_hint() {
+    let p = Pitcrew::new();
+    let text = std::fs::read_to_string(crate::support::root().join(DEMO)).expect("demo inventory");
+    let inventory = p.file("inv.yaml", &text.replace("min_in_service: 3", "min_in_service: 4"));
+    let out = p.args(["check", "playbooks/rolling_pool.rhai", "-i", inventory.as_str()]).run();
+    out.expect_code(2)
+        .expect_stderr("inv.yaml:39:7: pool `web` has 4 node(s) and min_in_service 4")
+        .expect_stderr("lower min_in_service to at most 3");
+}
+
+#[test]
+fn unknown_inventory_keys_and_adapter_kinds_are_errors() {
+    let p = Pitcrew::new();
+    let text = std::fs::read_to_string(crate::support::root().join(DEMO)).expect("demo inventory");
+    let typo = p.file("typo.yaml", &text.replace("max_sync_lag: 5s", "max_sync_lagg: 5s"));
+    Pitcrew::new()
+        .args(["check", "playbooks/standby_first.rhai", "-i", typo.as_str()])
+        .run()
+        .expect_code(2)
+        .expect_stderr("unknown field `max_sync_lagg`");
+    let kind = p.file(
+        "kind.yaml",
+        &text.replace(
+            "kind: sim\n    settings: { version: \"15.4\"",
+            "kind: haproxi\n    settings: { version: \"15.4\"",
+        ),
+    );
+    Pitcrew::new()
+        .args(["check", "playbooks/standby_first.rhai", "-i", kind.as_str()])
+        .run()
+        .expect_code(2)
+        .expect_stderr("unknown kind `haproxi`");
+}
+
+#[test]
+fn bad_faults_are_invalid_arguments() {
+    let out = Pitcrew::rehearse("playbooks/rolling_pool.rhai", &["--fault", "patch:web-2"]);
+    out.expect_code(2).expect_stderr("expected three parts separated by `:`");
+    let out = Pitcrew::rehearse("playbooks/rolling_pool.rhai", &["--fault", "patch:web-5:fail"]);
+    out.expect_code(2)
+        .expect_stderr("names node `web-5`, which is not in the inventory")
+        .expect_stderr("did you mean web-1");
+}
+
+#[test]
+fn a_missing_parameter_is_invalid_input() {
+    let p = Pitcrew::new();
+    let path = p.file("param.rhai", "let c = cluster(param(\"cluster\"));\nlog(c.name);\n");
+    let out = p.args(["rehearse", path.as_str(), "-i", DEMO]).run();
+    out.expect_code(2)
+        .expect_stderr("the playbook needs parameter `cluster`")
+        .expect_stderr("pass --param cluster=VALUE");
+    let p = Pitcrew::new();
+    let path = p.file("param.rhai", "let c = cluster(param(\"cluster\"));\nlog(c.name);\n");
+    p.args(["rehearse", path.as_str(), "-i", DEMO, "--param", "cluster=web"])
+        .run()
+        .expect_code(0)
+        .expect_stderr("T+00:00:00.0  web");
+}
+
+#[test]
+fn imports_outside_the_playbook_directory_are_refused() {
+    let p = Pitcrew::new();
+    let path = p.file("imp.rhai", "import \"../etc/passwd\" as x;\n");
+    p.args(["rehearse", path.as_str(), "-i", DEMO]).run().expect_code(2).expect_stderr("`..` is not allowed");
+    let p = Pitcrew::new();
+    p.file("helpers.rhai", "fn drain_and_patch(n) { drain(n); patch(n); undrain(n); }\n");
+    let path =
+        p.file("imp.rhai", "import \"helpers\" as h;\nlet n = cluster(\"web\").nodes[0];\nh::drain_and_patch(n);\n");
+    p.args(["rehearse", path.as_str(), "-i", DEMO, "-q"]).run().expect_code(0);
+}
+
+#[test]
+fn missing_files_are_clear_errors() {
+    Pitcrew::rehearse("playbooks/nope.rhai", &[])
+        .expect_code(2)
+        .expect_stderr("cannot read playbook playbooks/nope.rhai");
+    Pitcrew::new()
+        .args(["rehearse", "playbooks/rolling_pool.rhai", "-i", "nope.yaml"])
+        .run()
+        .expect_code(2)
+        .expect_stderr("cannot read inventory nope.yaml");
+}
+
+#[test]
+fn eval_is_disabled() {
+    let p = Pitcrew::new();
+    let path = p.file("eval.rhai", "eval(\"drain(cluster(`web`).nodes[0])\");\n");
+    p.args(["check", path.as_str()]).run().expect_code(2).expect_stderr("eval.rhai:1:1");
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests of the `pitcrew` binary against the sim twin: every
+//! shipped playbook rehearsed with and without faults, guard refusals,
+//! runtime limits and input errors.
+
+mod support;
+
+mod errors;
+mod guards;
+mod rehearsals;

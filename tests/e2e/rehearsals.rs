@@ -1,0 +1,161 @@
+//! The shipped playbooks, rehearsed clean and with every documented fault.
+
+use crate::support::{assert_service_on_unpatched_nodes, nodes, playbook, Pitcrew};
+
+#[test]
+fn standby_first_patches_both_nodes_with_zero_failed_requests() {
+    let out = Pitcrew::rehearse(&playbook("standby_first.rhai"), &[]);
+    out.expect_code(0);
+    let json = out.json();
+    assert_eq!(json["result"], "succeeded");
+    assert_eq!(json["failed_requests"], 0);
+    let interruption = json["interruption_s"].as_f64().expect("interruption");
+    assert!(interruption > 0.0 && interruption < 1.0, "switchover holds users briefly: {interruption}");
+    let nodes = nodes(&json);
+    assert_eq!(nodes.len(), 2);
+    for n in &nodes {
+        assert_eq!((n.version_before.as_str(), n.version.as_str()), ("15.4", "15.6"), "{n:?}");
+    }
+    // Without switch_back the patched standby stays active.
+    assert_eq!(nodes.iter().find(|n| n.serving).map(|n| n.name.as_str()), Some("db-b"));
+}
+
+#[test]
+fn standby_first_switches_back_when_asked() {
+    let out = Pitcrew::rehearse(
+        &playbook("standby_first.rhai"),
+        &["--param", "switch_back=true", "--param", "test_switchover=true"],
+    );
+    out.expect_code(0);
+    let json = out.json();
+    let nodes = nodes(&json);
+    let active = nodes.iter().find(|n| n.role.as_deref() == Some("active")).expect("an active node");
+    assert_eq!(active.name, "db-a");
+    assert!(nodes.iter().all(|n| n.version == "15.6"));
+    assert_eq!(json["failed_requests"], 0);
+    // Two test switchovers plus two real ones, each holding users 0.4 s.
+    let interruption = json["interruption_s"].as_f64().expect("interruption");
+    assert!((interruption - 1.6).abs() < 1e-6, "{interruption}");
+}
+
+#[test]
+fn rolling_pool_patches_every_node_without_a_failed_request() {
+    let out = Pitcrew::rehearse(&playbook("rolling_pool.rhai"), &[]);
+    out.expect_code(0);
+    let json = out.json();
+    assert_eq!(json["failed_requests"], 0);
+    assert_eq!(json["interruption_s"], 0.0);
+    let nodes = nodes(&json);
+    assert_eq!(nodes.len(), 4);
+    assert!(nodes.iter().all(|n| n.serving && n.version == "1.24.1"), "{nodes:#?}");
+    assert_eq!(json["patched"].as_array().map(Vec::len), Some(4));
+}
+
+#[test]
+fn micro_window_patches_the_fleet_in_batches() {
+    let out =
+        Pitcrew::new().args(["rehearse", &playbook("micro_window.rhai"), "-i", crate::support::DEMO, "--json"]).run();
+    out.expect_code(0);
+    out.expect_stderr("batch 4/4: app-10, app-11, app-12");
+    let json = out.json();
+    assert_eq!(json["failed_requests"], 0);
+    let nodes = nodes(&json);
+    assert_eq!(nodes.len(), 12);
+    assert!(nodes.iter().all(|n| n.serving && n.version == "3.2.1"));
+    // Twelve nodes with a 60 s watch after each of four batches is well over
+    // twenty minutes of simulated time.
+    assert!(json["duration_s"].as_f64().expect("duration") > 1200.0);
+}
+
+#[test]
+fn failed_patch_in_the_pool_rolls_back_to_unpatched_serving_nodes() {
+    let out = Pitcrew::rehearse(&playbook("rolling_pool.rhai"), &["--fault", "patch:web-2:fail"]);
+    out.expect_code(1).expect_stderr("patch web-2: package manager exited with status 100");
+    let json = out.json();
+    assert_eq!(json["result"], "rolled_back");
+    assert_eq!(json["failed_requests"], 0);
+    assert_service_on_unpatched_nodes(&json, 4);
+    assert_eq!(json["patched"].as_array().map(Vec::len), Some(0), "web-1 was restored");
+}
+
+#[test]
+fn stuck_drain_times_out_and_returns_the_node_to_service() {
+    let out = Pitcrew::rehearse(&playbook("rolling_pool.rhai"), &["--fault", "drain:web-3:stuck"]);
+    out.expect_code(1).expect_stderr("connection(s) still open on web-3");
+    let json = out.json();
+    assert_eq!(json["error"]["domain_kind"], "timeout");
+    assert_service_on_unpatched_nodes(&json, 4);
+}
+
+#[test]
+fn standby_that_never_returns_leaves_the_active_serving_unpatched() {
+    let out = Pitcrew::rehearse(&playbook("standby_first.rhai"), &["--fault", "reboot:db-b:hang"]);
+    out.expect_code(1);
+    let json = out.json();
+    assert_eq!(json["result"], "rolled_back");
+    assert_service_on_unpatched_nodes(&json, 1);
+    let attention = json["rollback"]["attention"].as_array().expect("attention");
+    assert!(
+        attention.iter().any(|a| a.as_str().is_some_and(|a| a.starts_with("db-b: out of service, down"))),
+        "{attention:?}"
+    );
+}
+
+#[test]
+fn lagging_replica_stops_the_run_before_anything_is_touched() {
+    let out = Pitcrew::rehearse(&playbook("standby_first.rhai"), &["--fault", "sync:db-b:lag=30s"]);
+    out.expect_code(1).expect_stderr("db-b lags 30.0s behind db-a");
+    let json = out.json();
+    assert_eq!(json["error"]["domain_kind"], "out_of_sync");
+    assert_eq!(json["steps"], 1);
+    assert_service_on_unpatched_nodes(&json, 1);
+    assert!(nodes(&json).iter().all(|n| n.version == "15.4"));
+}
+
+#[test]
+fn error_rate_above_threshold_halts_the_fleet_and_rolls_back() {
+    let out = Pitcrew::rehearse(&playbook("micro_window.rhai"), &["--fault", "probe:app-05:errors=20%"]);
+    out.expect_code(1).expect_stderr("after batch 2/4 (app-04, app-05, app-06) is above max_error_rate 1.00%");
+    let json = out.json();
+    assert_eq!(json["error"]["domain_kind"], "error_budget");
+    assert_service_on_unpatched_nodes(&json, 12);
+    // The bad patch did hurt users while it served: the twin counted it.
+    assert!(json["failed_requests"].as_u64().expect("failed") > 0);
+    // Batches 3 and 4 never started.
+    let steps = json["steps"].as_u64().expect("steps");
+    assert!(steps < 12 * 6, "{steps}");
+}
+
+#[test]
+fn no_rollback_leaves_the_failed_node_drained_for_inspection() {
+    let out = Pitcrew::rehearse(&playbook("rolling_pool.rhai"), &["--fault", "patch:web-2:fail", "--no-rollback"]);
+    out.expect_code(1);
+    let json = out.json();
+    assert_eq!(json["result"], "failed");
+    assert!(json["rollback"].is_null());
+    let nodes = nodes(&json);
+    let web2 = nodes.iter().find(|n| n.name == "web-2").expect("web-2");
+    assert!(!web2.serving, "web-2 stays drained: {web2:?}");
+    let web1 = nodes.iter().find(|n| n.name == "web-1").expect("web-1");
+    assert_eq!(web1.version, "1.24.1", "web-1 keeps its patch");
+}
+
+#[test]
+fn run_on_sim_adapters_behaves_like_a_rehearsal() {
+    let out =
+        Pitcrew::new().args(["run", &playbook("rolling_pool.rhai"), "-i", crate::support::DEMO, "--json", "-q"]).run();
+    out.expect_code(0);
+    assert_eq!(out.json()["mode"], "run");
+}
+
+#[test]
+fn progress_has_one_line_per_step_and_a_summary() {
+    let out = Pitcrew::new().args(["rehearse", &playbook("rolling_pool.rhai"), "-i", crate::support::DEMO]).run();
+    out.expect_code(0);
+    let step_lines = out.stderr.lines().filter(|l| l.starts_with("T+") && l.contains(" ok ")).count();
+    assert_eq!(step_lines, 4 * 6, "{}", out.stderr);
+    for field in ["result      succeeded (exit 0)", "patched     4", "users       0 failed of", "run id"] {
+        out.expect_stderr(field);
+    }
+    assert!(out.stdout.is_empty(), "without --json stdout stays empty");
+}
