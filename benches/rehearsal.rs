@@ -31,7 +31,11 @@ for c in clusters() {
 fn fleet(clusters: usize, per_cluster: usize) -> String {
     let mut yaml = String::from("adapters:\n  twin: { kind: sim }\nclusters:\n");
     for c in 0..clusters {
-        let _ = write!(yaml, "  pool-{c:03}:\n    kind: pool\n    adapter: twin\n    policy: {{ min_in_service: {} }}\n    nodes:\n", per_cluster - 1);
+        let _ = write!(
+            yaml,
+            "  pool-{c:03}:\n    kind: pool\n    adapter: twin\n    policy: {{ min_in_service: {} }}\n    nodes:\n",
+            per_cluster - 1
+        );
         for n in 0..per_cluster {
             let _ = writeln!(yaml, "      - {{ name: node-{c:03}-{n:03} }}");
         }
@@ -42,7 +46,9 @@ fn fleet(clusters: usize, per_cluster: usize) -> String {
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
@@ -54,7 +60,8 @@ fn median(mut xs: Vec<Duration>) -> Duration {
 fn main() {
     let nodes: usize = std::env::var("PITCREW_BENCH_NODES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
     let clusters = (nodes / 10).max(1);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
 
     let started = Instant::now();
     let text = fleet(clusters, nodes / clusters);
@@ -88,7 +95,11 @@ fn main() {
     println!("  inventory generate+parse   {:>10.1} ms", parse.as_secs_f64() * 1e3);
     println!("  steps                      {steps:>10}");
     println!("  simulated time             {:>10.1} h", virtual_time.as_secs_f64() / 3600.0);
-    println!("  wall time (median of 5)    {:>10.1} ms   (min {:.1} ms)", wall.as_secs_f64() * 1e3, walls.iter().min().expect("runs").as_secs_f64() * 1e3);
+    println!(
+        "  wall time (median of 5)    {:>10.1} ms   (min {:.1} ms)",
+        wall.as_secs_f64() * 1e3,
+        walls.iter().min().expect("runs").as_secs_f64() * 1e3
+    );
     println!("  `pitcrew rehearse` ~ 2 runs (preflight + run): {:.1} ms", 2.0 * wall.as_secs_f64() * 1e3);
     println!("  per step, end to end       {:>10.2} us", wall.as_secs_f64() * 1e6 / steps as f64);
 
@@ -105,7 +116,8 @@ fn main() {
     println!("  executor step (probe), no Rhai   {:>6.2} us", direct.as_secs_f64() * 1e6 / n as f64);
 
     // Through Rhai: the same step called from a script loop.
-    let script = format!("let n = cluster(\"{}\").nodes[0];\nfor i in 0..{n} {{ probe(n); }}\n", inventory.clusters[0].name);
+    let script =
+        format!("let n = cluster(\"{}\").nodes[0];\nfor i in 0..{n} {{ probe(n); }}\n", inventory.clusters[0].name);
     let playbook = compile_source(&engine, SourceFile::new("probe_loop.rhai", script)).expect("probe loop");
     let adapters = rehearsal_adapters(&inventory, &[]).expect("twin").adapters;
     let exec = Arc::new(Executor::new(inventory.clone(), adapters, runtime.handle().clone(), Arc::new(NullSink)));
