@@ -12,11 +12,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use indexmap::IndexMap;
-use miette::{Diagnostic, NamedSource, SourceSpan};
+use miette::Diagnostic;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 
-use crate::source::SourceFile;
+use crate::source::{Located, SourceFile};
 
 /// What kind of high-availability arrangement a cluster is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,20 +167,9 @@ pub enum InventoryError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{file}:{line}:{column}: {message}")]
-    #[diagnostic(code(pitcrew::inventory::invalid))]
-    Invalid {
-        file: String,
-        line: usize,
-        column: usize,
-        message: String,
-        #[source_code]
-        src: NamedSource<Arc<str>>,
-        #[label("here")]
-        span: SourceSpan,
-        #[help]
-        help: Option<String>,
-    },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Invalid(Box<Located>),
 }
 
 impl InventoryError {
@@ -189,7 +177,7 @@ impl InventoryError {
     pub fn message(&self) -> String {
         match self {
             Self::Read { source, .. } => source.to_string(),
-            Self::Invalid { message, .. } => message.clone(),
+            Self::Invalid(located) => located.message.clone(),
         }
     }
 }
@@ -321,15 +309,7 @@ impl Inventory {
 }
 
 fn invalid(source: &SourceFile, line: usize, column: usize, message: String, help: Option<String>) -> InventoryError {
-    InventoryError::Invalid {
-        file: source.display_name(),
-        line,
-        column,
-        message,
-        src: source.named(),
-        span: source.span_at(line, column),
-        help,
-    }
+    InventoryError::Invalid(Box::new(source.error_at(line, column, message, help)))
 }
 
 fn yaml_hint(message: &str) -> Option<String> {
@@ -672,7 +652,7 @@ clusters:
 
     fn error_of(text: &str) -> (usize, usize, String, Option<String>) {
         match parse(text) {
-            Err(InventoryError::Invalid { line, column, message, help, .. }) => (line, column, message, help),
+            Err(InventoryError::Invalid(e)) => (e.line, e.column, e.message, e.help),
             Err(other) => panic!("unexpected error {other}"),
             Ok(_) => panic!("inventory should be rejected"),
         }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use miette::{NamedSource, SourceSpan};
+use miette::{Diagnostic, NamedSource, SourceSpan};
 
 /// A file the operator wrote, as read from disk.
 #[derive(Debug, Clone)]
@@ -65,6 +65,38 @@ impl SourceFile {
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
         (line, column)
+    }
+}
+
+/// An error at a line and column of a file the operator wrote, rendered
+/// with a snippet of the file and a hint.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct Located {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+    #[source_code]
+    pub src: NamedSource<Arc<str>>,
+    #[label("here")]
+    pub span: SourceSpan,
+    #[help]
+    pub help: Option<String>,
+}
+
+impl SourceFile {
+    /// An error at a 1-based line and column of this file.
+    pub fn error_at(&self, line: usize, column: usize, message: String, help: Option<String>) -> Located {
+        Located {
+            file: self.display_name(),
+            line,
+            column,
+            message,
+            src: self.named(),
+            span: self.span_at(line, column),
+            help,
+        }
     }
 }
 

@@ -1,9 +1,9 @@
 //! A compiled playbook and the errors compiling one can give.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use miette::{Diagnostic, NamedSource, SourceSpan};
+use miette::Diagnostic;
+use pitcrew_runtime::source::Located;
 use pitcrew_runtime::SourceFile;
 use rhai::{Engine, AST};
 
@@ -35,20 +35,9 @@ pub enum PlaybookError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{file}:{line}:{column}: {message}")]
-    #[diagnostic(code(pitcrew::playbook::syntax))]
-    Syntax {
-        file: String,
-        line: usize,
-        column: usize,
-        message: String,
-        #[source_code]
-        src: NamedSource<Arc<str>>,
-        #[label("here")]
-        span: SourceSpan,
-        #[help]
-        help: Option<String>,
-    },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Syntax(Box<Located>),
 }
 
 fn syntax_hint(message: &str) -> Option<String> {
@@ -81,15 +70,8 @@ pub fn compile_source(engine: &Engine, source: SourceFile) -> Result<Playbook, P
             let line = e.1.line().unwrap_or(1);
             let column = e.1.position().unwrap_or(1);
             let message = e.0.to_string();
-            Err(PlaybookError::Syntax {
-                file: source.display_name(),
-                line,
-                column,
-                help: syntax_hint(&message),
-                message,
-                src: source.named(),
-                span: source.span_at(line, column),
-            })
+            let hint = syntax_hint(&message);
+            Err(PlaybookError::Syntax(Box::new(source.error_at(line, column, message, hint))))
         }
     }
 }

@@ -232,13 +232,15 @@ pub fn run(exec: Arc<Executor>, request: RunRequest) -> RunOutcome {
             let log_exec = thread_host.exec.clone();
             engine.on_print(move |text| log_exec.log(text));
             engine.set_default_tag(Dynamic::from(thread_host));
-            engine.run_ast_with_scope(&mut Scope::new(), &playbook.ast).map_err(|e| classify(&e, &playbook, &limits))
+            engine
+                .run_ast_with_scope(&mut Scope::new(), &playbook.ast)
+                .map_err(|e| Box::new(classify(&e, &playbook, &limits)))
         })
         .map_err(|e| e.to_string())
         .and_then(|handle| handle.join().map_err(|_| "the playbook thread panicked".to_string()));
     let error = match joined {
         Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(e),
+        Ok(Err(e)) => Some(*e),
         Err(internal) => Some(RunError {
             stop: StopKind::Script,
             domain_kind: None,
