@@ -33,18 +33,14 @@ impl EventSink for ProgressSink {
             Event::StepStarted { .. } => return,
             Event::StepFinished { at, took, cluster, node, action, compensating, outcome, .. } => {
                 let target = node.as_deref().unwrap_or(cluster);
-                let mark = if *compensating { "undo " } else { "" };
+                let step =
+                    if *compensating { format!("undo {}", action.as_str()) } else { action.as_str().to_string() };
                 let (status, detail) = match outcome {
                     Outcome::Ok { detail } => ("ok", detail.clone()),
                     Outcome::Refused { message } => ("REFUSED", message.clone()),
                     Outcome::Failed { kind, message } => (kind.as_str(), message.clone()),
                 };
-                format!(
-                    "{}  {target:<10} {mark}{:<13} {status:<8} {:>7}  {detail}",
-                    format_offset(*at),
-                    action.as_str(),
-                    secs(*took)
-                )
+                format!("{}  {target:<10} {step:<18} {status:<8} {:>7}  {detail}", format_offset(*at), secs(*took))
             }
             Event::Log { at, text } => format!("{}  {text}", format_offset(*at)),
             Event::RollbackStarted { at, reason, steps } => {
@@ -95,7 +91,10 @@ pub fn result_text(result: RunResult) -> &'static str {
 /// The human summary on stderr.
 pub fn summary(run_id: &str, mode: &str, outcome: &RunOutcome, exit: u8, wall: Duration, is_virtual: bool) -> String {
     let mut s = String::new();
-    let mut line = |k: &str, v: String| s.push_str(&format!("{k:<12}{v}\n"));
+    let mut line = |k: &str, v: String| {
+        s.push_str(format!("{k:<12}{v}").trim_end());
+        s.push('\n');
+    };
     line("result", format!("{} (exit {exit})", result_text(outcome.result)));
     if let Some(e) = &outcome.error {
         let at = e.location().map(|l| format!(" at {l}")).unwrap_or_default();

@@ -808,6 +808,10 @@ impl Executor {
         self.events.emit(&Event::RollbackStarted { at: self.now(), reason: reason.to_string(), steps: pending.len() });
         let mut report = RollbackReport { steps: pending.len(), ..RollbackReport::default() };
         let mut clusters = BTreeSet::new();
+        // A partial rollback (one node inside `rolling`) answers for the
+        // nodes it unwound; nodes patched earlier on purpose may serve.
+        let scope: Option<BTreeSet<String>> =
+            (mark > 0).then(|| pending.iter().map(|c| c.node().to_string()).collect());
         for compensation in pending.into_iter().rev() {
             let result = match &compensation {
                 Compensation::Undrain { cluster, node } => {
@@ -831,7 +835,7 @@ impl Executor {
                 report.failures.push(e.to_string());
             }
         }
-        self.verify_service(&clusters, &mut report);
+        self.verify_service(&clusters, scope.as_ref(), &mut report);
         self.events.emit(&Event::RollbackFinished { at: self.now(), ok: report.service_restored() });
         report
     }
@@ -847,7 +851,12 @@ impl Executor {
         self.switchover_step(cluster, node, true).map(|_| ())
     }
 
-    fn verify_service(&self, clusters: &BTreeSet<String>, report: &mut RollbackReport) {
+    fn verify_service(
+        &self,
+        clusters: &BTreeSet<String>,
+        scope: Option<&BTreeSet<String>>,
+        report: &mut RollbackReport,
+    ) {
         for name in clusters {
             let Ok(cluster) = self.cluster(name) else { continue };
             let views = match self.observe(cluster, Action::Rollback) {
@@ -858,7 +867,10 @@ impl Executor {
                 }
             };
             let before = self.state().before.get(name).cloned().unwrap_or_default();
-            let original = |v: &NodeView| before.get(&v.name).is_none_or(|b| b.version == v.version);
+            let original = |v: &NodeView| {
+                scope.is_some_and(|nodes| !nodes.contains(&v.name))
+                    || before.get(&v.name).is_none_or(|b| b.version == v.version)
+            };
             let serving: Vec<&NodeView> = views.iter().filter(|v| v.serving(cluster.kind)).collect();
             for v in &serving {
                 if !original(v) {

@@ -108,7 +108,22 @@ pub mod flow_api {
                     Err(e) => {
                         failed.push(node.name.clone().into());
                         if host.rollback_on_failure {
-                            host.exec.rollback_to(mark, &format!("{} failed inside rolling", node.name));
+                            let report = host.exec.rollback_to(mark, &format!("{} failed inside rolling", node.name));
+                            if !report.service_restored() {
+                                return Err(to_rhai(
+                                    StepError::new(
+                                        ErrorKind::Failed,
+                                        Action::Rollback,
+                                        format!(
+                                            "unwinding {} did not restore the service: {}",
+                                            node.name,
+                                            report.unsafe_service.join("; ")
+                                        ),
+                                    )
+                                    .on_cluster(&cluster.name)
+                                    .with_hint("a human must look at the cluster now"),
+                                ));
+                            }
                         }
                         if failed.len() > max_failures {
                             if max_failures == 0 {

@@ -183,7 +183,7 @@ pub fn classify(error: &EvalAltResult, playbook: &Playbook, limits: &Limits) -> 
             run_error.hint = Some("declare it with `let` first; playbooks use strict variables".into());
         }
         EvalAltResult::ErrorFunctionNotFound(..) => {
-            run_error.hint = Some("check the name and argument types; `pitcrew docs` lists the built-ins".into());
+            run_error.hint = Some("check the name and argument types; the README lists the built-ins".into());
         }
         _ => {}
     }

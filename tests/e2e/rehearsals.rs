@@ -69,8 +69,21 @@ fn micro_window_patches_the_fleet_in_batches() {
 
 #[test]
 fn failed_patch_in_the_pool_rolls_back_to_unpatched_serving_nodes() {
-    let out = Pitcrew::rehearse(&playbook("rolling_pool.rhai"), &["--fault", "patch:web-2:fail"]);
+    let out = Pitcrew::new()
+        .args([
+            "rehearse",
+            &playbook("rolling_pool.rhai"),
+            "-i",
+            crate::support::DEMO,
+            "--json",
+            "--fault",
+            "patch:web-2:fail",
+        ])
+        .run();
     out.expect_code(1).expect_stderr("patch web-2: package manager exited with status 100");
+    // Regression: unwinding web-2 alone inside `rolling` must not flag web-1,
+    // which was patched on purpose and serves, as a failed rollback.
+    assert!(!out.stderr.contains("rollback FAILED"), "{}", out.stderr);
     let json = out.json();
     assert_eq!(json["result"], "rolled_back");
     assert_eq!(json["failed_requests"], 0);
