@@ -1,20 +1,23 @@
-//! Runs one command and returns its exit code. Only this file picks exit
-//! codes; it turns clap arguments into a run once and hands the rest to the
-//! runtime, the stdlib and the plugins.
+//! Runs one command and returns its exit code. Only the binary picks exit
+//! codes; this file turns clap arguments into a run once and hands the rest
+//! to the runtime, the stdlib and the plugins.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use clap::Parser;
 use pitcrew_plugins::sim::Fault;
-use pitcrew_plugins::{live_adapters, rehearsal_adapters, BuiltAdapters, PluginError};
+use pitcrew_plugins::{live_adapters, rehearsal_adapters, rehearsal_twin, saved_twin, BuiltAdapters, PluginError};
 use pitcrew_runtime::event::NullSink;
+use pitcrew_runtime::journal::{self, sha256_hex, Body, JournalWriter, RunHeader, StateDir, StateError};
+use pitcrew_runtime::lock::{self, ClusterLocks, LockError, LockHolder};
+use pitcrew_runtime::recorder::Recorder;
 use pitcrew_runtime::{EventSink, Executor, Inventory};
 use pitcrew_stdlib::{compile, new_engine, Limits, Playbook, RunOutcome, RunRequest, RunResult, StopKind};
 
-use crate::cli::{Cli, Command, RunArgs};
+use crate::cli::{AuditCommand, Cli, Command, OutputArgs, RunArgs};
 use crate::render::{self, JsonSummary, ProgressSink};
 
 pub const SUCCESS: u8 = 0;
@@ -22,6 +25,8 @@ pub const FAILED: u8 = 1;
 pub const INVALID: u8 = 2;
 pub const REFUSED: u8 = 3;
 pub const NEEDS_HUMAN: u8 = 4;
+pub const DRIFT: u8 = 5;
+pub const BROKEN_TRAIL: u8 = 6;
 
 pub fn run() -> u8 {
     // Long messages stay on one line so logs can be searched.
@@ -33,14 +38,22 @@ pub fn run() -> u8 {
             return if e.use_stderr() { INVALID } else { SUCCESS };
         }
     };
+    let state_dir = cli.state_dir.clone().unwrap_or_else(|| PathBuf::from(".pitcrew"));
     match cli.command {
-        Command::Rehearse { run, faults } => execute(&run, Mode::Rehearsal(faults), true),
-        Command::Run { run, no_preflight } => execute(&run, Mode::Live, !no_preflight),
+        Command::Rehearse { run, faults } => execute(&run, Mode::Rehearsal(faults), true, &state_dir),
+        Command::Run { run, no_preflight } => execute(&run, Mode::Live, !no_preflight, &state_dir),
+        Command::Resume { run, output, break_lock } => resume(&run, &output, break_lock, &state_dir),
+        Command::Audit { command: AuditCommand::Verify { run } } => crate::audit::verify(&state_dir, &run),
+        Command::Audit { command: AuditCommand::Show { run } } => crate::audit::show(&state_dir, &run),
+        Command::Runs => crate::audit::runs(&state_dir),
+        Command::Drift { inventory, cluster, json, faults } => {
+            crate::drift::run(&state_dir, &inventory, cluster.as_deref(), json, &faults)
+        }
         Command::Check { playbook, inventory } => check(&playbook, inventory.as_deref()),
     }
 }
 
-enum Mode {
+pub enum Mode {
     Rehearsal(Vec<Fault>),
     Live,
 }
@@ -52,12 +65,18 @@ impl Mode {
             Self::Live => "run",
         }
     }
+
+    fn faults(&self) -> &[Fault] {
+        match self {
+            Self::Rehearsal(f) => f,
+            Self::Live => &[],
+        }
+    }
 }
 
 fn check(playbook: &Path, inventory: Option<&Path>) -> u8 {
     if let Some(path) = inventory {
-        if let Err(e) =
-            Inventory::load(path).map_err(PluginError::from).and_then(|inv| rehearsal_adapters(&inv, &[]).map(|_| ()))
+        if let Err(e) = Inventory::load(path).map_err(PluginError::from).and_then(|inv| rehearsal_adapters(&inv, &[]).map(|_| ()))
         {
             render::report(e);
             return INVALID;
@@ -80,111 +99,194 @@ fn check(playbook: &Path, inventory: Option<&Path>) -> u8 {
     }
 }
 
-fn limits(args: &RunArgs, rehearsal: bool) -> Limits {
-    let default_deadline = if rehearsal { Duration::from_secs(300) } else { Duration::from_secs(24 * 3600) };
-    Limits {
-        max_operations: args.max_operations,
-        deadline: args.deadline.unwrap_or(default_deadline),
-        ..Limits::default()
-    }
+/// Everything a run needs besides its arguments, loaded and checked.
+struct Prepared {
+    inventory: Arc<Inventory>,
+    playbook: Playbook,
+    runtime: tokio::runtime::Runtime,
+    state: StateDir,
 }
 
-fn request(args: &RunArgs, playbook: &Playbook, rehearsal: bool) -> RunRequest {
-    RunRequest {
-        playbook: playbook.clone(),
+/// Reports a diagnostic and yields the exit code.
+fn fail(code: u8, e: impl miette::Diagnostic + Send + Sync + 'static) -> u8 {
+    render::report(e);
+    code
+}
+
+fn prepare(playbook: &Path, inventory: &Path, lib: &[PathBuf], state_dir: &Path) -> Result<Prepared, u8> {
+    let inventory = Inventory::load(inventory).map(Arc::new).map_err(|e| fail(INVALID, e))?;
+    let engine = new_engine(&Limits::default(), lib.to_vec(), None);
+    let playbook = compile(&engine, playbook).map_err(|e| fail(INVALID, e))?;
+    let state = StateDir::open(state_dir).map_err(|e| fail(INVALID, e))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start the async runtime: {e}");
+        INVALID
+    })?;
+    Ok(Prepared { inventory, playbook, runtime, state })
+}
+
+fn limits(args: &RunArgs, rehearsal: bool) -> Limits {
+    let default_deadline = if rehearsal { Duration::from_secs(300) } else { Duration::from_secs(24 * 3600) };
+    Limits { max_operations: args.max_operations, deadline: args.deadline.unwrap_or(default_deadline), ..Limits::default() }
+}
+
+fn run_id() -> String {
+    let stamp = humantime::format_rfc3339_seconds(SystemTime::now()).to_string().replace(['-', ':'], "");
+    format!("{}-{:04x}", stamp.trim_end_matches('Z'), std::process::id() & 0xffff)
+}
+
+fn operator() -> String {
+    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into())
+}
+
+fn now_text() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// The playbook on a fault-free twin, quietly. Returns the clusters it
+/// stepped on, or the exit code when the playbook must not run.
+fn preflight(prepared: &Prepared, request: &RunRequest, args: &RunArgs, mode: &Mode) -> Result<Vec<String>, u8> {
+    let twin = rehearsal_adapters(&prepared.inventory, &[]).map_err(|e| fail(INVALID, e))?;
+    let exec = Arc::new(Executor::new(
+        prepared.inventory.clone(),
+        twin.adapters,
+        prepared.runtime.handle().clone(),
+        Arc::new(NullSink),
+    ));
+    let outcome = pitcrew_stdlib::run(exec.clone(), request.clone());
+    if let Some(e) = &outcome.error {
+        let src = &prepared.playbook.source;
+        if e.is_refusal() {
+            render::report(render::run_diagnostic("refused in the preflight rehearsal (nothing was touched): ", e, src));
+            return Err(finish_early(args, mode, &outcome, REFUSED));
+        }
+        let invalid = e.stop == StopKind::Step && e.domain_kind.as_deref() == Some("invalid");
+        if invalid || matches!(e.stop, StopKind::Script | StopKind::Limit) {
+            render::report(render::run_diagnostic("the playbook fails even on a fault-free twin: ", e, src));
+            return Err(finish_early(args, mode, &outcome, INVALID));
+        }
+    }
+    Ok(exec.clusters_used())
+}
+
+fn take_locks(
+    state: &StateDir,
+    clusters: &[String],
+    run: &str,
+    break_lock: bool,
+) -> Result<(ClusterLocks, Vec<(String, LockHolder)>), u8> {
+    let me = LockHolder { run: run.to_string(), pid: std::process::id(), host: lock::host_name(), since: now_text() };
+    lock::acquire(&state.locks_dir(), clusters, &me, break_lock).map_err(|e| match e {
+        LockError::Io { .. } => fail(INVALID, e),
+        _ => fail(REFUSED, e),
+    })
+}
+
+fn execute(args: &RunArgs, mode: Mode, with_preflight: bool, state_dir: &Path) -> u8 {
+    let prepared = match prepare(&args.playbook, &args.inventory, &args.lib, state_dir) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let rehearsal = matches!(mode, Mode::Rehearsal(_));
+    // Faults name nodes: check them before anything else runs.
+    if let Err(e) = rehearsal_adapters(&prepared.inventory, mode.faults()) {
+        return fail(INVALID, e);
+    }
+    let request = RunRequest {
+        playbook: prepared.playbook.clone(),
         params: args.params.iter().cloned().collect::<BTreeMap<_, _>>(),
         rollback_on_failure: !args.no_rollback,
         limits: limits(args, rehearsal),
         lib_roots: args.lib.clone(),
-    }
-}
-
-fn run_id() -> String {
-    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(['-', ':'], "");
-    format!("{}-{:04x}", stamp.trim_end_matches('Z'), std::process::id() & 0xffff)
-}
-
-fn execute(args: &RunArgs, mode: Mode, preflight: bool) -> u8 {
-    let inventory = match Inventory::load(&args.inventory) {
-        Ok(inv) => Arc::new(inv),
-        Err(e) => {
-            render::report(e);
-            return INVALID;
+    };
+    let clusters = if with_preflight {
+        // A guard refusal or a script error found here costs nothing,
+        // because nothing real was touched.
+        match preflight(&prepared, &request, args, &mode) {
+            Ok(c) => c,
+            Err(code) => return code,
         }
+    } else {
+        prepared.inventory.clusters.iter().map(|c| c.name.clone()).collect()
     };
-    let build = |faults: &[Fault]| match &mode {
-        Mode::Rehearsal(_) => rehearsal_adapters(&inventory, faults),
-        Mode::Live => live_adapters(&inventory),
+
+    let id = run_id();
+    let (locks, broken) = match take_locks(&prepared.state, &clusters, &id, args.break_lock) {
+        Ok(l) => l,
+        Err(code) => return code,
     };
-    let faults: &[Fault] = match &mode {
-        Mode::Rehearsal(f) => f,
-        Mode::Live => &[],
+    let header = RunHeader {
+        operator: operator(),
+        host: lock::host_name(),
+        pid: std::process::id(),
+        mode: mode.name().to_string(),
+        playbook: args.playbook.display().to_string(),
+        playbook_sha256: sha256_hex(prepared.playbook.source.text.as_bytes()),
+        inventory: args.inventory.display().to_string(),
+        inventory_sha256: sha256_hex(prepared.inventory.source.text.as_bytes()),
+        params: serde_json::to_value(&request.params).unwrap_or_default(),
+        faults: mode.faults().iter().map(ToString::to_string).collect(),
+        rollback_on_failure: request.rollback_on_failure,
+        lib: args.lib.iter().map(|p| p.display().to_string()).collect(),
+        clusters: clusters.clone(),
     };
-    let built = match build(faults) {
+    let built = match &mode {
+        Mode::Rehearsal(faults) => rehearsal_twin(&prepared.inventory, faults, Some(prepared.state.twin_path(&id))),
+        Mode::Live => live_adapters(&prepared.inventory, Some(&prepared.state.sim_dir())),
+    };
+    let built = match built {
         Ok(b) => b,
-        Err(e) => {
-            render::report(e);
-            return INVALID;
-        }
+        Err(e) => return fail(INVALID, e),
     };
-    let roots: Vec<PathBuf> = args.lib.clone();
-    let engine = new_engine(&Limits::default(), roots, None);
-    let playbook = match compile(&engine, &args.playbook) {
-        Ok(p) => p,
-        Err(e) => {
-            render::report(e);
-            return INVALID;
-        }
+    let mut writer = match JournalWriter::create(&prepared.state.journal_path(&id), &id) {
+        Ok(w) => w,
+        Err(e) => return fail(INVALID, e),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return INVALID;
-        }
-    };
-    let rehearsal = matches!(mode, Mode::Rehearsal(_));
-
-    if preflight {
-        // The same playbook on a fault-free twin first: a guard refusal or a
-        // script error found here costs nothing, because nothing real was touched.
-        let twin = match rehearsal_adapters(&inventory, &[]) {
-            Ok(t) => t,
-            Err(e) => {
-                render::report(e);
-                return INVALID;
-            }
-        };
-        let exec =
-            Arc::new(Executor::new(inventory.clone(), twin.adapters, runtime.handle().clone(), Arc::new(NullSink)));
-        let outcome = pitcrew_stdlib::run(exec, request(args, &playbook, true));
-        if let Some(e) = &outcome.error {
-            if e.is_refusal() {
-                render::report(render::run_diagnostic(
-                    "refused in the preflight rehearsal (nothing was touched): ",
-                    e,
-                    &playbook.source,
-                ));
-                return finish_early(args, &mode, &outcome, REFUSED);
-            }
-            let invalid = e.stop == StopKind::Step && e.domain_kind.as_deref() == Some("invalid");
-            if invalid || matches!(e.stop, StopKind::Script | StopKind::Limit) {
-                render::report(render::run_diagnostic(
-                    "the playbook fails even on a fault-free twin: ",
-                    e,
-                    &playbook.source,
-                ));
-                return finish_early(args, &mode, &outcome, INVALID);
-            }
-        }
+    let started = writer.append(Duration::ZERO, Body::Header(header)).and_then(|()| {
+        broken.iter().try_for_each(|(cluster, holder)| {
+            writer.append(
+                Duration::ZERO,
+                Body::LockBroken { cluster: cluster.clone(), holder: serde_json::to_value(holder).unwrap_or_default() },
+            )
+        })
+    });
+    if let Err(e) = started {
+        return fail(INVALID, e);
     }
+    let mut recorder = Recorder::new(Some(writer), None);
+    if !rehearsal {
+        recorder.facts_dir = Some(prepared.state.facts_dir());
+    }
+    let title = format!("{} {} on {} (run {id})", mode.name(), args.playbook.display(), args.inventory.display());
+    let code = run_journaled(&prepared, built, recorder, request, &args.output, &mode, &id, &title, None);
+    drop(locks);
+    code
+}
 
+/// Runs with a journal, writes the end record, prints the summary.
+#[allow(clippy::too_many_arguments)]
+fn run_journaled(
+    prepared: &Prepared,
+    built: BuiltAdapters,
+    recorder: Recorder,
+    request: RunRequest,
+    output: &OutputArgs,
+    mode: &Mode,
+    id: &str,
+    title: &str,
+    resumed: Option<Body>,
+) -> u8 {
     let BuiltAdapters { adapters, .. } = built;
     let is_virtual = adapters.clock.is_virtual();
-    let sink: Arc<dyn EventSink> = if args.quiet { Arc::new(NullSink) } else { Arc::new(ProgressSink::new()) };
-    let exec = Arc::new(Executor::new(inventory.clone(), adapters, runtime.handle().clone(), sink));
+    let sink: Arc<dyn EventSink> = if output.quiet { Arc::new(NullSink) } else { Arc::new(ProgressSink::new()) };
+    let exec = Arc::new(
+        Executor::new(prepared.inventory.clone(), adapters, prepared.runtime.handle().clone(), sink).with_recorder(recorder),
+    );
+    if let Some(marker) = resumed {
+        exec.journal_always(marker);
+    }
     let (cancel, abort) = (exec.cancel_token(), exec.abort_token());
-    runtime.spawn(async move {
+    prepared.runtime.spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             eprintln!("\ninterrupted: stopping the playbook and rolling back (Ctrl-C again aborts the rollback)");
             cancel.cancel();
@@ -193,22 +295,22 @@ fn execute(args: &RunArgs, mode: Mode, preflight: bool) -> u8 {
             }
         }
     });
-    let id = run_id();
-    if !args.quiet {
-        eprintln!("pitcrew {} {} on {} (run {id})", mode.name(), args.playbook.display(), args.inventory.display());
+    if !output.quiet {
+        eprintln!("pitcrew {title}");
     }
     let started = Instant::now();
-    let outcome = pitcrew_stdlib::run(exec, request(args, &playbook, rehearsal));
+    let outcome = pitcrew_stdlib::run(exec.clone(), request);
     let wall = started.elapsed();
     let code = exit_code(&outcome);
+    exec.snapshot_used_facts("end of run");
+    exec.journal_always(Body::End { result: render::result_key(outcome.result).to_string(), exit_code: code });
     if let Some(e) = &outcome.error {
-        render::report(render::run_diagnostic("", e, &playbook.source));
+        render::report(render::run_diagnostic("", e, &prepared.playbook.source));
     }
-    eprint!("{}", render::summary(&id, mode.name(), &outcome, code, wall, is_virtual));
-    if args.json {
-        print_json(&id, args, &mode, &outcome, code, wall);
+    eprint!("{}", render::summary(id, mode.name(), &outcome, code, wall, is_virtual));
+    if output.json {
+        print_json(id, &prepared.playbook.source.display_name(), &prepared.inventory.source.display_name(), mode, &outcome, code, wall);
     }
-    runtime.shutdown_background();
     code
 }
 
@@ -222,7 +324,7 @@ fn exit_code(outcome: &RunOutcome) -> u8 {
 }
 
 fn finish_early(args: &RunArgs, mode: &Mode, outcome: &RunOutcome, code: u8) -> u8 {
-    if args.json {
+    if args.output.json {
         // Nothing real ran: report the refusal with empty results.
         let empty = RunOutcome {
             result: if code == REFUSED { RunResult::Refused } else { RunResult::Failed },
@@ -234,23 +336,20 @@ fn finish_early(args: &RunArgs, mode: &Mode, outcome: &RunOutcome, code: u8) -> 
             traffic: Default::default(),
             duration: Duration::ZERO,
         };
-        print_json("none", args, mode, &empty, code, Duration::ZERO);
+        let (playbook, inventory) = (args.playbook.display().to_string(), args.inventory.display().to_string());
+        print_json("none", &playbook, &inventory, mode, &empty, code, Duration::ZERO);
     }
     code
 }
 
-fn print_json(id: &str, args: &RunArgs, mode: &Mode, outcome: &RunOutcome, code: u8, wall: Duration) {
-    let faults = match mode {
-        Mode::Rehearsal(f) => f.iter().map(ToString::to_string).collect(),
-        Mode::Live => Vec::new(),
-    };
+fn print_json(id: &str, playbook: &str, inventory: &str, mode: &Mode, outcome: &RunOutcome, code: u8, wall: Duration) {
     let summary = JsonSummary {
         run_id: id,
         mode: mode.name(),
-        playbook: args.playbook.display().to_string(),
-        inventory: args.inventory.display().to_string(),
+        playbook: playbook.to_string(),
+        inventory: inventory.to_string(),
         exit_code: code,
-        faults,
+        faults: mode.faults().iter().map(ToString::to_string).collect(),
         outcome,
         duration_s: outcome.duration.as_secs_f64(),
         interruption_s: outcome.traffic.interruption.as_secs_f64(),
@@ -258,7 +357,125 @@ fn print_json(id: &str, args: &RunArgs, mode: &Mode, outcome: &RunOutcome, code:
         wall_ms: wall.as_millis(),
     };
     match serde_json::to_string_pretty(&summary) {
-        Ok(json) => println!("{json}"),
+        Ok(json) => render::out(&json),
         Err(e) => eprintln!("error: cannot write the JSON summary: {e}"),
     }
+}
+
+/// Moves a record cut short by a crash out of the journal into a side file
+/// (nothing is lost) so the chain can continue. Returns the side file.
+fn set_aside_torn_tail(path: &Path) -> Result<Option<PathBuf>, StateError> {
+    let journal = journal::read(path)?;
+    let Some(tail) = journal.torn_tail else { return Ok(None) };
+    let io = |source| StateError::Write { path: path.display().to_string(), source };
+    let side = path.with_extension(format!("jsonl.torn-{}", SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())));
+    std::fs::write(&side, tail.as_bytes()).map_err(io)?;
+    let len = std::fs::metadata(path).map_err(io)?.len() - tail.len() as u64;
+    let file = std::fs::OpenOptions::new().write(true).open(path).map_err(io)?;
+    file.set_len(len).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    Ok(Some(side))
+}
+
+fn resume(run: &str, output: &OutputArgs, break_lock: bool, state_dir: &Path) -> u8 {
+    let state = match StateDir::open(state_dir) {
+        Ok(s) => s,
+        Err(e) => return fail(INVALID, e),
+    };
+    let path = match state.find_run(run) {
+        Ok(p) => p,
+        Err(e) => return fail(INVALID, e),
+    };
+    let id = path.file_stem().and_then(|s| s.to_str()).unwrap_or(run).to_string();
+    // A record the dead runner was still writing is the only damage resume
+    // repairs; any other break of the chain stops it.
+    let repaired = match set_aside_torn_tail(&path) {
+        Ok(side) => side,
+        Err(e) => return fail(INVALID, e),
+    };
+    match journal::verify(&path) {
+        Ok(Ok(_)) => {}
+        Ok(Err(b)) => {
+            eprintln!("error: the audit trail of run {id} is broken at line {}: {}", b.line, b.message);
+            eprintln!("  help: resume needs an intact journal; `pitcrew audit show {id}` shows what is there");
+            return BROKEN_TRAIL;
+        }
+        Err(e) => return fail(INVALID, e),
+    }
+    let journal = match journal::read(&path) {
+        Ok(j) => j,
+        Err(e) => return fail(INVALID, e),
+    };
+    if let Some((result, code)) = journal.ended() {
+        eprintln!("error: run {id} already finished: {result} (exit {code}); there is nothing to resume");
+        return INVALID;
+    }
+    let Some(header) = journal.header().cloned() else {
+        eprintln!("error: run {id} has no header record");
+        return BROKEN_TRAIL;
+    };
+    let lib: Vec<PathBuf> = header.lib.iter().map(PathBuf::from).collect();
+    let prepared = match prepare(Path::new(&header.playbook), Path::new(&header.inventory), &lib, state_dir) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    for (what, recorded, now) in [
+        ("playbook", &header.playbook_sha256, sha256_hex(prepared.playbook.source.text.as_bytes())),
+        ("inventory", &header.inventory_sha256, sha256_hex(prepared.inventory.source.text.as_bytes())),
+    ] {
+        if *recorded != now {
+            eprintln!("error: the {what} changed since run {id} started; resuming would replay a different run");
+            eprintln!("  help: restore the {what} the run started with (sha256 {recorded})");
+            return INVALID;
+        }
+    }
+    let (locks, broken) = match take_locks(&state, &header.clusters, &id, break_lock) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let (mode, built) = if header.mode == "rehearsal" {
+        (Mode::Rehearsal(Vec::new()), saved_twin(&prepared.inventory, &state.twin_path(&id)))
+    } else {
+        (Mode::Live, live_adapters(&prepared.inventory, Some(&state.sim_dir())))
+    };
+    let built = match built {
+        Ok(b) => b,
+        Err(e) => return fail(INVALID, e),
+    };
+    let Some(last) = journal.records.last() else { return BROKEN_TRAIL };
+    let mut writer = match JournalWriter::append_to(&path, last) {
+        Ok(w) => w,
+        Err(e) => return fail(INVALID, e),
+    };
+    for (cluster, holder) in &broken {
+        let body = Body::LockBroken { cluster: cluster.clone(), holder: serde_json::to_value(holder).unwrap_or_default() };
+        if let Err(e) = writer.append(Duration::from_secs_f64(last.record.vt), body) {
+            return fail(INVALID, e);
+        }
+    }
+    let mut recorder = Recorder::new(Some(writer), Some(&journal));
+    if header.mode != "rehearsal" {
+        recorder.facts_dir = Some(state.facts_dir());
+    }
+    let params: BTreeMap<String, serde_json::Value> = match &header.params {
+        serde_json::Value::Object(map) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        _ => BTreeMap::new(),
+    };
+    let request = RunRequest {
+        playbook: prepared.playbook.clone(),
+        params,
+        rollback_on_failure: header.rollback_on_failure,
+        limits: Limits { deadline: Duration::from_secs(24 * 3600), ..Limits::default() },
+        lib_roots: lib,
+    };
+    let marker = Body::Resumed {
+        operator: operator(),
+        host: lock::host_name(),
+        pid: std::process::id(),
+        repaired: repaired.map(|p| format!("a torn last record was moved to {}", p.display())),
+    };
+    let title = format!("resume of {id}: {} {} on {}", header.mode, header.playbook, header.inventory);
+    let code = run_journaled(&prepared, built, recorder, request, output, &mode, &id, &title, Some(marker));
+    drop(locks);
+    code
 }

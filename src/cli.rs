@@ -12,12 +12,18 @@ Exit codes:
   0  success
   1  the playbook failed and was rolled back (or left as is with --no-rollback)
   2  invalid input: arguments, inventory, playbook syntax, a playbook that fails on a clean twin
-  3  refused by a guard before anything was touched
-  4  rollback failed: the cluster needs a human";
+  3  refused by a guard before anything was touched, or a cluster is locked by another run
+  4  rollback failed: the cluster needs a human
+  5  drift found (pitcrew drift)
+  6  the audit trail of a run is broken (pitcrew audit verify)";
 
 #[derive(Debug, Parser)]
 #[command(name = "pitcrew", version, about = "Near-zero-downtime patching of high-availability clusters", after_help = EXIT_CODES)]
 pub struct Cli {
+    /// Where journals, locks, fact baselines and sim state live
+    /// [default: .pitcrew in the working directory].
+    #[arg(long, global = true, env = "PITCREW_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -43,6 +49,40 @@ pub enum Command {
         #[arg(long)]
         no_preflight: bool,
     },
+    /// Continue a run whose runner died (SIGKILL, power loss) from its journal.
+    #[command(after_help = EXIT_CODES)]
+    Resume {
+        /// The run id (or a unique prefix), as `pitcrew runs` lists it.
+        run: String,
+        #[command(flatten)]
+        output: OutputArgs,
+        /// Take over cluster locks whose holder process is gone.
+        #[arg(long)]
+        break_lock: bool,
+    },
+    /// Verify or show a run's audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// List the runs of the state directory.
+    Runs,
+    /// Gather facts now and report nodes that differ from their peers or from the last run.
+    #[command(after_help = EXIT_CODES)]
+    Drift {
+        /// The inventory (YAML).
+        #[arg(short, long)]
+        inventory: PathBuf,
+        /// Only this cluster.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Change a fact of the sim world first, outside any step: drift:NODE:PACKAGE=VERSION (repeatable).
+        #[arg(long = "fault", value_name = "SPEC")]
+        faults: Vec<Fault>,
+    },
     /// Compile a playbook (and load an inventory) and report errors without running anything.
     Check {
         /// The playbook (.rhai).
@@ -51,6 +91,25 @@ pub enum Command {
         #[arg(short, long)]
         inventory: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain: exit 0 when intact, 6 naming the first bad record.
+    #[command(after_help = EXIT_CODES)]
+    Verify { run: String },
+    /// Print a readable timeline of the run.
+    Show { run: String },
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct OutputArgs {
+    /// Print a machine-readable summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress lines, only the summary.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -63,9 +122,11 @@ pub struct RunArgs {
     /// A playbook parameter, read with param("name") (repeatable).
     #[arg(long = "param", value_name = "K=V", value_parser = parse_param)]
     pub params: Vec<(String, serde_json::Value)>,
-    /// Print a machine-readable summary on stdout.
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Take over cluster locks whose holder process is gone (recorded in the audit trail).
     #[arg(long)]
-    pub json: bool,
+    pub break_lock: bool,
     /// Leave a failed run as it is for inspection instead of rolling back.
     #[arg(long)]
     pub no_rollback: bool,
@@ -78,9 +139,6 @@ pub struct RunArgs {
     /// Stop the playbook after this much wall-clock time (e.g. 90s, 4h).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub deadline: Option<Duration>,
-    /// No progress lines, only the summary.
-    #[arg(short, long)]
-    pub quiet: bool,
 }
 
 /// `K=V`, with V read as a boolean, integer or number when it looks like one.

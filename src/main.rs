@@ -1,7 +1,9 @@
 //! The `pitcrew` binary: parses arguments, runs the command, exits with its code.
 
 mod app;
+mod audit;
 mod cli;
+mod drift;
 mod render;
 
 fn main() -> std::process::ExitCode {

@@ -12,6 +12,13 @@ use pitcrew_stdlib::{RunError, RunOutcome, RunResult};
 use serde::Serialize;
 use std::sync::Arc;
 
+/// Writes to stdout; a closed pipe (`| head`) ends the output quietly
+/// instead of failing the command.
+pub fn out(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.write_all(b"\n"));
+}
+
 /// Progress on stderr: one line per finished step, log lines, rollback marks.
 pub struct ProgressSink {
     out: Mutex<std::io::Stderr>,
@@ -85,6 +92,17 @@ pub fn result_text(result: RunResult) -> &'static str {
         RunResult::RolledBack => "rolled back",
         RunResult::Refused => "refused before anything was touched",
         RunResult::RollbackFailed => "ROLLBACK FAILED: the cluster needs a human",
+    }
+}
+
+/// The result as the journal and `pitcrew runs` name it.
+pub fn result_key(result: RunResult) -> &'static str {
+    match result {
+        RunResult::Succeeded => "succeeded",
+        RunResult::Failed => "failed",
+        RunResult::RolledBack => "rolled_back",
+        RunResult::Refused => "refused",
+        RunResult::RollbackFailed => "rollback_failed",
     }
 }
 

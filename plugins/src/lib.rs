@@ -2,12 +2,13 @@
 //!
 //! Today: `sim`, the simulated twin every rehearsal runs on. The registry
 //! below turns an inventory into the [`Adapters`] the executor calls, either
-//! as the inventory names them ([`live_adapters`]) or all on the twin
-//! ([`rehearsal_adapters`]).
+//! as the inventory names them ([`live_adapters`]) or all on a twin
+//! ([`rehearsal_twin`], [`saved_twin`]).
 
 pub mod sim;
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use miette::Diagnostic;
@@ -29,6 +30,9 @@ pub enum PluginError {
     #[error("{0}")]
     #[diagnostic(code(pitcrew::fault::unknown_node), help("{}", fault_hint(.0)))]
     UnknownFaultNode(UnknownFaultNode),
+    #[error("{0}")]
+    #[diagnostic(code(pitcrew::sim::state), help("the sim state lives in the state directory; remove the file to start from the inventory again"))]
+    State(String),
 }
 
 fn fault_hint(e: &UnknownFaultNode) -> String {
@@ -74,10 +78,7 @@ fn check_kinds(inventory: &Inventory) -> Result<(), InventoryError> {
     Ok(())
 }
 
-/// Every cluster on one sim twin (virtual clock), whatever adapters the
-/// inventory names; sim settings come from the cluster's `sim` adapter
-/// instance where it has one.
-pub fn rehearsal_adapters(inventory: &Inventory, faults: &[Fault]) -> Result<BuiltAdapters, PluginError> {
+fn cluster_settings(inventory: &Inventory) -> Result<HashMap<String, Arc<SimSettings>>, PluginError> {
     check_kinds(inventory)?;
     let mut settings = HashMap::new();
     for cluster in &inventory.clusters {
@@ -91,9 +92,10 @@ pub fn rehearsal_adapters(inventory: &Inventory, faults: &[Fault]) -> Result<Bui
         };
         settings.insert(cluster.name.clone(), Arc::new(s));
     }
-    let clock = Clock::virtual_clock();
-    let twin =
-        Arc::new(SimTwin::new(inventory, &settings, faults, clock.clone()).map_err(PluginError::UnknownFaultNode)?);
+    Ok(settings)
+}
+
+fn on_twin(inventory: &Inventory, twin: Arc<SimTwin>, settings: &HashMap<String, Arc<SimSettings>>) -> BuiltAdapters {
     let clusters = inventory
         .clusters
         .iter()
@@ -108,13 +110,54 @@ pub fn rehearsal_adapters(inventory: &Inventory, faults: &[Fault]) -> Result<Bui
             (cluster.name.clone(), adapters)
         })
         .collect();
-    Ok(BuiltAdapters { adapters: Adapters { clock, clusters }, twin: Some(twin) })
+    BuiltAdapters { adapters: Adapters { clock: twin.clock().clone(), clusters }, twin: Some(twin) }
 }
 
-/// The adapters the inventory names. Only `sim` exists in this build, so a
-/// live run is a run on the twin; real adapters add their kinds here.
-pub fn live_adapters(inventory: &Inventory) -> Result<BuiltAdapters, PluginError> {
-    rehearsal_adapters(inventory, &[])
+/// Every cluster on one fresh sim twin (virtual clock), whatever adapters the
+/// inventory names; sim settings come from the cluster's `sim` adapter
+/// instance where it has one. With `persist`, the twin's state is saved
+/// there after every change so the run can be resumed.
+pub fn rehearsal_twin(inventory: &Inventory, faults: &[Fault], persist: Option<PathBuf>) -> Result<BuiltAdapters, PluginError> {
+    let settings = cluster_settings(inventory)?;
+    let mut twin = SimTwin::new(inventory, &settings, faults, Clock::virtual_clock()).map_err(PluginError::UnknownFaultNode)?;
+    if let Some(path) = persist {
+        twin = twin.persist_to(path).map_err(|e| PluginError::State(e.to_string()))?;
+    }
+    Ok(on_twin(inventory, Arc::new(twin), &settings))
+}
+
+/// A fresh, unsaved twin (preflights, tests, benchmarks).
+pub fn rehearsal_adapters(inventory: &Inventory, faults: &[Fault]) -> Result<BuiltAdapters, PluginError> {
+    rehearsal_twin(inventory, faults, None)
+}
+
+/// A twin saved at `path`, to resume the run it belongs to.
+pub fn saved_twin(inventory: &Inventory, path: &Path) -> Result<BuiltAdapters, PluginError> {
+    let settings = cluster_settings(inventory)?;
+    let twin = SimTwin::load(path, inventory).map_err(|e| PluginError::State(e.to_string()))?;
+    Ok(on_twin(inventory, Arc::new(twin), &settings))
+}
+
+/// Where the persistent sim world of an inventory lives in a state dir.
+pub fn world_path(sim_dir: &Path, inventory: &Inventory) -> PathBuf {
+    let canonical = std::fs::canonicalize(&inventory.source.path).unwrap_or_else(|_| inventory.source.path.clone());
+    let stem = inventory.source.path.file_stem().and_then(|s| s.to_str()).unwrap_or("inventory");
+    let id = pitcrew_runtime::journal::sha256_hex(canonical.display().to_string().as_bytes());
+    sim_dir.join(format!("world-{stem}-{}.json", &id[..12]))
+}
+
+/// The adapters the inventory names. Only `sim` exists in this build: a
+/// live run drives the persistent sim world of the inventory (kept in the
+/// state dir's `sim/`, created from the inventory the first time), so
+/// runs, drift and resume see one world that changes only through them.
+pub fn live_adapters(inventory: &Inventory, sim_dir: Option<&Path>) -> Result<BuiltAdapters, PluginError> {
+    let Some(dir) = sim_dir else { return rehearsal_adapters(inventory, &[]) };
+    let path = world_path(dir, inventory);
+    if path.exists() {
+        saved_twin(inventory, &path)
+    } else {
+        rehearsal_twin(inventory, &[], Some(path))
+    }
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ impl NodeRef<'_> {
 }
 
 /// Load-balancer view of a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrafficState {
     /// Receives new requests.
     pub in_service: bool,
@@ -49,7 +49,7 @@ pub struct TrafficState {
     pub connections: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DrainReport {
     /// How long it took for connections to reach zero.
     pub waited: Duration,
@@ -57,7 +57,7 @@ pub struct DrainReport {
 }
 
 /// Host view of a node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostState {
     /// Up and answering its health check.
     pub up: bool,
@@ -81,7 +81,7 @@ pub type Facts = BTreeMap<String, serde_json::Value>;
 pub type Params = serde_json::Map<String, serde_json::Value>;
 
 /// One replica in a sync report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReplicaSync {
     pub node: String,
     pub link_up: bool,
@@ -90,7 +90,7 @@ pub struct ReplicaSync {
 }
 
 /// Replication state of a cluster at one moment.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SyncReport {
     pub primary: String,
     pub replicas: Vec<ReplicaSync>,
@@ -107,7 +107,7 @@ impl SyncReport {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SwitchoverReport {
     pub from: String,
     pub to: String,
@@ -116,7 +116,7 @@ pub struct SwitchoverReport {
 }
 
 /// A smoke test of one node.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProbeReport {
     pub requests: u64,
     pub failed: u64,
@@ -124,7 +124,7 @@ pub struct ProbeReport {
 }
 
 /// Cumulative traffic seen by a cluster's probe since the run started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrafficSample {
     pub requests: u64,
     pub failed: u64,

@@ -5,12 +5,12 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::step::Action;
 
 /// What went wrong, coarse enough for a playbook to branch on (`e.kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// A guard refused the step; nothing was touched.
@@ -47,7 +47,7 @@ impl ErrorKind {
 }
 
 /// An error of one step.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepError {
     pub kind: ErrorKind,
     pub action: Action,

@@ -5,29 +5,40 @@
 //! (a plain OS thread, never a tokio worker) and reach the adapters through
 //! one bridge, [`Executor::bridge`], which blocks on the tokio runtime and
 //! races every call against the run's cancellation token.
+//!
+//! Every call the playbook makes is numbered and journaled (see
+//! [`crate::recorder`]): steps as intent + outcome, observations as reads.
+//! [`Executor::step`] is the one place that decides between replaying a
+//! call from the journal, reconciling the call a crash interrupted, and
+//! running it live; each step function only supplies its guard, its adapter
+//! call, its reconciliation and its bookkeeping.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapter::{
-    Adapters, CallCtx, ClusterAdapters, DrainReport, Facts, NodeRef, Params, PatchReport, ProbeReport,
-    SwitchoverReport, SyncReport, TrafficSample,
+    Adapters, CallCtx, ClusterAdapters, DrainReport, Facts, NodeRef, Params, PatchReport, ProbeReport, SwitchoverReport,
+    SyncReport, TrafficSample,
 };
 use crate::clock::Clock;
 use crate::error::{AdapterError, ErrorKind, StepError};
 use crate::event::{Event, EventSink, Outcome};
 use crate::guard::{self, NodeView, Refusal, SwitchoverContext, SyncCheck};
 use crate::inventory::{Cluster, ClusterKind, Inventory, NodeSpec, Role};
+use crate::journal::Body;
+use crate::recorder::{Recorded, Recorder};
 use crate::step::{default_estimate, Action, Compensation};
 
-/// A node's state when the run first touched its cluster.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A node's state when the run first reached its cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeBefore {
     pub version: String,
     pub serving: bool,
@@ -103,17 +114,34 @@ pub struct Executor {
     events: Arc<dyn EventSink>,
     options: ExecutorOptions,
     state: Mutex<RunState>,
+    recorder: Mutex<Recorder>,
 }
 
-/// A step that has passed its guard and been announced.
-struct Begun<'a> {
-    seq: u64,
-    started: Duration,
+/// One step as the generic runner sees it.
+struct StepSpec<'a> {
     cluster: &'a Cluster,
-    node: Option<&'a str>,
+    node: Option<&'a NodeSpec>,
     action: Action,
     compensating: bool,
+    timeout: Duration,
+    /// Recorded with the intent; what reconciliation needs after a crash.
+    params: Value,
 }
+
+impl StepSpec<'_> {
+    fn node_name(&self) -> Option<&str> {
+        self.node.map(|n| n.name.as_str())
+    }
+
+    fn error(&self, error: StepError) -> StepError {
+        match self.node_name() {
+            Some(node) => error.on_node(&self.cluster.name, node),
+            None => error.on_cluster(&self.cluster.name),
+        }
+    }
+}
+
+type StepResult<T> = Result<T, StepError>;
 
 impl Executor {
     pub fn new(inventory: Arc<Inventory>, adapters: Adapters, handle: Handle, events: Arc<dyn EventSink>) -> Self {
@@ -127,11 +155,18 @@ impl Executor {
             events,
             options: ExecutorOptions::default(),
             state: Mutex::new(RunState::default()),
+            recorder: Mutex::new(Recorder::default()),
         }
     }
 
     pub fn with_options(mut self, options: ExecutorOptions) -> Self {
         self.options = options;
+        self
+    }
+
+    /// Journals this run (and replays `recorder`'s journal first on resume).
+    pub fn with_recorder(self, recorder: Recorder) -> Self {
+        *self.recorder() = recorder;
         self
     }
 
@@ -167,6 +202,10 @@ impl Executor {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    fn recorder(&self) -> MutexGuard<'_, Recorder> {
+        self.recorder.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Whether any step that changes a node has started.
     pub fn touched_anything(&self) -> bool {
         self.state().touched
@@ -184,13 +223,38 @@ impl Executor {
         self.state().rollbacks
     }
 
+    /// Clusters this run has stepped on.
+    pub fn clusters_used(&self) -> Vec<String> {
+        self.state().before.keys().cloned().collect()
+    }
+
     /// Number of compensations on the stack; pass to [`Self::rollback_to`].
     pub fn mark(&self) -> usize {
         self.state().compensations.len()
     }
 
+    /// Writes a record to the journal, outside any step. A write failure is
+    /// kept and stops the run at its next step.
+    pub fn journal(&self, body: Body) {
+        let now = self.now();
+        let mut recorder = self.recorder();
+        if let Err(e) = recorder.write(now, body) {
+            recorder.failed.get_or_insert(e.to_string());
+        }
+    }
+
+    /// Writes a record even while replaying (resume marker, end of run).
+    pub fn journal_always(&self, body: Body) {
+        let now = self.now();
+        let mut recorder = self.recorder();
+        if let Err(e) = recorder.write_always(now, body) {
+            recorder.failed.get_or_insert(e.to_string());
+        }
+    }
+
     pub fn log(&self, text: &str) {
         self.events.emit(&Event::Log { at: self.now(), text: text.to_string() });
+        self.journal(Body::Log { text: text.to_string() });
     }
 
     // ----- lookups ---------------------------------------------------------
@@ -198,15 +262,15 @@ impl Executor {
     pub fn cluster(&self, name: &str) -> Result<&Cluster, StepError> {
         self.inventory.cluster(name).ok_or_else(|| {
             let known: Vec<&str> = self.inventory.clusters.iter().map(|c| c.name.as_str()).collect();
-            StepError::new(ErrorKind::Invalid, Action::Param, format!("no cluster named `{name}` in the inventory"))
+            StepError::new(ErrorKind::Invalid, Action::Cluster, format!("no cluster named `{name}` in the inventory"))
                 .with_hint(format!("clusters: {}", known.join(", ")))
         })
     }
 
     fn node(&self, name: &str, action: Action) -> Result<(&Cluster, &NodeSpec), StepError> {
-        self.inventory.node(name).ok_or_else(|| {
-            StepError::new(ErrorKind::Invalid, action, format!("no node named `{name}` in the inventory"))
-        })
+        self.inventory
+            .node(name)
+            .ok_or_else(|| StepError::new(ErrorKind::Invalid, action, format!("no node named `{name}` in the inventory")))
     }
 
     fn adapters_of(&self, cluster: &Cluster) -> &ClusterAdapters {
@@ -215,6 +279,14 @@ impl Executor {
 
     fn ctx(&self, timeout: Duration, token: &CancellationToken) -> CallCtx {
         CallCtx { clock: self.adapters.clock.clone(), timeout, cancel: token.clone() }
+    }
+
+    fn token(&self, compensating: bool) -> CancellationToken {
+        if compensating {
+            self.abort.clone()
+        } else {
+            self.cancel.clone()
+        }
     }
 
     /// The bridge: runs an adapter future on the tokio runtime from the
@@ -247,8 +319,52 @@ impl Executor {
         })
     }
 
+    /// Moves a virtual clock up to a time the journal recorded, so a resumed
+    /// rehearsal goes on where the original one was.
+    fn catch_up(&self, vt: f64) {
+        let recorded = Duration::from_secs_f64(vt.max(0.0));
+        let now = self.now();
+        if recorded > now {
+            self.adapters.clock.advance(recorded - now);
+        }
+    }
+
+    fn diverged(&self, call: u64, recorded: &str, now: &str) -> StepError {
+        StepError::new(
+            ErrorKind::Cancelled,
+            Action::Param,
+            format!("resume diverged at call {call}: the journal has {recorded}, the playbook now asks for {now}"),
+        )
+        .with_hint("the playbook, its parameters or the cluster changed since the run started; finish by hand")
+    }
+
+    /// An observation the playbook sees: recorded, and replayed on resume.
+    fn read<T: Serialize + DeserializeOwned>(
+        &self,
+        what: &str,
+        target: &str,
+        live: impl FnOnce() -> StepResult<T>,
+    ) -> StepResult<T> {
+        let (call, recorded) = self.recorder().next();
+        match recorded {
+            Some(Recorded::Read { what: w, target: t, result, vt }) if w == what && t == target => {
+                self.catch_up(vt);
+                let result: Result<T, StepError> = serde_json::from_value(result)
+                    .map_err(|e| StepError::new(ErrorKind::Failed, Action::Param, format!("journal read {call}: {e}")))?;
+                return result;
+            }
+            Some(other) => return Err(self.diverged(call, &describe(&other), &format!("{what} {target}"))),
+            None => {}
+        }
+        let result = live();
+        let value = serde_json::to_value(&result).unwrap_or(Value::Null);
+        self.journal(Body::Read { call, what: what.to_string(), target: target.to_string(), result: value });
+        result
+    }
+
     /// Observes every node of a cluster: health, version, traffic or role.
-    pub fn observe(&self, cluster: &Cluster, action: Action) -> Result<Vec<NodeView>, StepError> {
+    /// Not journaled: guards use it just before a live step.
+    fn observe(&self, cluster: &Cluster, action: Action) -> Result<Vec<NodeView>, StepError> {
         let adapters = self.adapters_of(cluster);
         let token = self.abort.clone();
         self.bridge(action, &token, cluster.policy.step_timeout, async {
@@ -279,11 +395,18 @@ impl Executor {
         .map_err(|e| e.on_cluster(&cluster.name))
     }
 
+    /// A cluster's nodes as the playbook sees them (journaled).
+    pub fn observe_recorded(&self, cluster: &Cluster) -> Result<Vec<NodeView>, StepError> {
+        self.read("observe", &cluster.name, || self.observe(cluster, Action::Param))
+    }
+
     /// The live view of one node.
     pub fn node_view(&self, name: &str) -> Result<NodeView, StepError> {
         let (cluster, _) = self.node(name, Action::Param)?;
-        let views = self.observe(cluster, Action::Param)?;
-        Ok(views.into_iter().find(|v| v.name == name).expect("observe returns every node of the cluster"))
+        self.read("node", name, || {
+            let views = self.observe(cluster, Action::Param)?;
+            Ok(views.into_iter().find(|v| v.name == name).expect("observe returns every node of the cluster"))
+        })
     }
 
     /// The current roles of an active/passive cluster.
@@ -296,37 +419,12 @@ impl Executor {
             )
             .on_cluster(&cluster.name));
         };
-        self.bridge(Action::Param, &self.abort.clone(), cluster.policy.step_timeout, replication.roles(cluster))
+        self.read("roles", &cluster.name, || {
+            self.bridge(Action::Param, &self.abort.clone(), cluster.policy.step_timeout, replication.roles(cluster))
+        })
     }
 
-    // ----- step plumbing ----------------------------------------------------
-
-    fn refused(
-        &self,
-        cluster: &Cluster,
-        node: Option<&str>,
-        action: Action,
-        compensating: bool,
-        refusal: Refusal,
-    ) -> StepError {
-        let seq = self.next_seq();
-        let at = self.now();
-        self.events.emit(&Event::StepFinished {
-            seq,
-            at,
-            took: Duration::ZERO,
-            cluster: cluster.name.clone(),
-            node: node.map(str::to_string),
-            action,
-            compensating,
-            outcome: Outcome::Refused { message: refusal.message.clone() },
-        });
-        let error = StepError::new(ErrorKind::Refused, action, refusal.message).with_hint(refusal.hint);
-        match node {
-            Some(node) => error.on_node(&cluster.name, node),
-            None => error.on_cluster(&cluster.name),
-        }
-    }
+    // ----- the generic step ---------------------------------------------------
 
     fn next_seq(&self) -> u64 {
         let mut state = self.state();
@@ -334,90 +432,230 @@ impl Executor {
         state.seq
     }
 
-    /// Announces a step whose guard passed; checks the window for new node
-    /// steps and snapshots the cluster the first time it is changed.
-    fn begin<'a>(
-        &self,
-        cluster: &'a Cluster,
-        node: Option<&'a str>,
-        action: Action,
-        compensating: bool,
-    ) -> Result<Begun<'a>, StepError> {
-        let token = if compensating { &self.abort } else { &self.cancel };
-        if token.is_cancelled() {
-            return Err(StepError::cancelled(action));
+    fn refusal(&self, spec: &StepSpec<'_>, call: u64, refusal: Refusal) -> StepError {
+        let error = spec.error(StepError::new(ErrorKind::Refused, spec.action, refusal.message).with_hint(refusal.hint));
+        self.refused_event(spec, call, &error);
+        error
+    }
+
+    fn refused_event(&self, spec: &StepSpec<'_>, call: u64, error: &StepError) {
+        let seq = self.next_seq();
+        self.events.emit(&Event::StepFinished {
+            seq,
+            at: self.now(),
+            took: Duration::ZERO,
+            cluster: spec.cluster.name.clone(),
+            node: spec.node_name().map(str::to_string),
+            action: spec.action,
+            compensating: spec.compensating,
+            outcome: Outcome::Refused { message: error.message.clone() },
+        });
+        self.journal(Body::Refused {
+            call,
+            cluster: spec.cluster.name.clone(),
+            node: spec.node_name().map(str::to_string),
+            action: spec.action.as_str().to_string(),
+            error: error.clone(),
+        });
+    }
+
+    /// Snapshots a cluster the first time a step reaches it (journaled, so
+    /// a resumed run compares against the same "before").
+    fn snapshot(&self, cluster: &Cluster) -> StepResult<()> {
+        if self.state().before.contains_key(&cluster.name) {
+            return Ok(());
         }
-        // Compensations are exempt: a rollback must run even past the window.
-        if action.changes_state() && !compensating {
-            let estimate = self.adapters_of(cluster).host.estimate(action).unwrap_or_else(|| default_estimate(action));
-            if let Err(refusal) =
-                guard::may_start_within_window(action, self.now(), estimate, cluster.policy.maintenance_window)
-            {
-                return Err(self.refused(cluster, node, action, compensating, refusal));
-            }
-        }
-        let needs_snapshot = !self.state().before.contains_key(&cluster.name);
-        if needs_snapshot {
-            let views = self.observe(cluster, action)?;
-            let snapshot = views
+        let snapshot: BTreeMap<String, NodeBefore> = self.read("snapshot", &cluster.name, || {
+            let views = self.observe(cluster, Action::Param)?;
+            Ok(views
                 .into_iter()
                 .map(|v| (v.name.clone(), NodeBefore { serving: v.serving(cluster.kind), version: v.version }))
-                .collect();
-            self.state().before.insert(cluster.name.clone(), snapshot);
+                .collect())
+        })?;
+        self.state().before.insert(cluster.name.clone(), snapshot);
+        Ok(())
+    }
+
+    /// Bookkeeping every finished step does, live or replayed.
+    fn account(&self, spec: &StepSpec<'_>, at: Duration) {
+        let mut state = self.state();
+        state.steps += 1;
+        if spec.action.changes_state() {
+            state.touched = true;
+            state.last_change.insert(spec.cluster.name.clone(), at);
         }
-        let seq = {
-            let mut state = self.state();
-            state.seq += 1;
-            if action.changes_state() {
-                state.touched = true;
+    }
+
+    /// Runs one step: replays it from the journal, reconciles it after a
+    /// crash, or runs it live (guard, window, intent, adapter call, outcome).
+    /// `after` is the step's bookkeeping (compensation, patched set, sync
+    /// checks) and runs in every case with the step's result.
+    fn step<T, Fut>(
+        &self,
+        spec: StepSpec<'_>,
+        guard: impl FnOnce() -> Result<(), Refusal>,
+        call: impl FnOnce(CallCtx) -> Fut,
+        reconcile: impl FnOnce(&Value) -> StepResult<Option<T>>,
+        after: impl FnOnce(&StepResult<T>),
+        detail: impl FnOnce(&T) -> String,
+    ) -> StepResult<T>
+    where
+        T: Serialize + DeserializeOwned,
+        Fut: Future<Output = Result<T, AdapterError>>,
+    {
+        let token = self.token(spec.compensating);
+        if token.is_cancelled() {
+            return Err(StepError::cancelled(spec.action));
+        }
+        if let Some(failure) = self.recorder().failed.clone() {
+            return Err(StepError::new(ErrorKind::Cancelled, spec.action, format!("the journal cannot be written: {failure}"))
+                .with_hint("no further step runs without its audit record"));
+        }
+        self.snapshot(spec.cluster)?;
+        let (call_no, recorded) = self.recorder().next();
+        let action = spec.action.as_str();
+        let node = spec.node_name().map(str::to_string);
+        let mut skip_intent = false;
+        match recorded {
+            Some(Recorded::Done { action: a, node: n, result, vt }) if a == action && n == node => {
+                self.catch_up(vt);
+                let result: StepResult<T> = result.and_then(|v| {
+                    serde_json::from_value(v).map_err(|e| StepError::new(ErrorKind::Failed, spec.action, format!("journal: {e}")))
+                });
+                self.account(&spec, self.now());
+                after(&result);
+                self.finished_event(&spec, self.now(), Duration::ZERO, &result, detail, true);
+                return result.map_err(|e| spec.error(e));
             }
-            state.seq
-        };
+            Some(Recorded::Refused { action: a, node: n, error }) if a == action && n == node => {
+                self.refused_event(&spec, call_no, &error);
+                return Err(error);
+            }
+            Some(Recorded::Pending { action: a, node: n, params }) if a == action && n == node => {
+                // The run died during this call: see what the adapters show.
+                if let Some(value) = reconcile(&params)? {
+                    let result = Ok(value);
+                    self.outcome_record(&spec, call_no, &result, Duration::ZERO, true);
+                    self.account(&spec, self.now());
+                    after(&result);
+                    self.finished_event(&spec, self.now(), Duration::ZERO, &result, detail, true);
+                    return result;
+                }
+                skip_intent = true;
+            }
+            Some(other) => return Err(self.diverged(call_no, &describe(&other), &format!("{action} {}", node.as_deref().unwrap_or("")))),
+            None => {}
+        }
+
+        if let Err(refusal) = guard() {
+            return Err(self.refusal(&spec, call_no, refusal));
+        }
+        // Compensations are exempt: a rollback must run even past the window.
+        if spec.action.changes_state() && !spec.compensating {
+            let estimate = self.adapters_of(spec.cluster).host.estimate(spec.action).unwrap_or_else(|| default_estimate(spec.action));
+            if let Err(refusal) =
+                guard::may_start_within_window(spec.action, self.now(), estimate, spec.cluster.policy.maintenance_window)
+            {
+                return Err(self.refusal(&spec, call_no, refusal));
+            }
+        }
+        let seq = self.next_seq();
         let started = self.now();
+        if spec.action.changes_state() {
+            self.state().touched = true;
+        }
         self.events.emit(&Event::StepStarted {
             seq,
             at: started,
-            cluster: cluster.name.clone(),
-            node: node.map(str::to_string),
-            action,
-            compensating,
+            cluster: spec.cluster.name.clone(),
+            node: node.clone(),
+            action: spec.action,
+            compensating: spec.compensating,
         });
-        Ok(Begun { seq, started, cluster, node, action, compensating })
+        if !skip_intent {
+            // Write-ahead: the intent is on disk before the adapter is called.
+            let intent = Body::Intent {
+                call: call_no,
+                cluster: spec.cluster.name.clone(),
+                node: node.clone(),
+                action: action.to_string(),
+                params: spec.params.clone(),
+            };
+            let written = self.recorder().write(started, intent);
+            if let Err(e) = written {
+                return Err(spec.error(StepError::new(ErrorKind::Cancelled, spec.action, format!("the journal cannot be written: {e}"))));
+            }
+            self.pause_point(call_no, "intent");
+        }
+        let ctx = self.ctx(spec.timeout, &token);
+        let result = self.bridge(spec.action, &token, spec.timeout, call(ctx));
+        self.pause_point(call_no, "call");
+        let at = self.now();
+        self.outcome_record(&spec, call_no, &result, at.saturating_sub(started), false);
+        self.account(&spec, at);
+        after(&result);
+        self.finished_event(&spec, at, at.saturating_sub(started), &result, detail, false);
+        self.pause_point(call_no, "outcome");
+        result.map_err(|e| spec.error(e))
     }
 
-    /// Records the outcome of a begun step and emits its event.
-    fn finish<T>(
+    /// The test hook, for journaled runs only (never the preflight).
+    fn pause_point(&self, call: u64, phase: &str) {
+        if self.recorder().has_journal() {
+            crate::testing::pause_point(call, phase);
+        }
+    }
+
+    fn outcome_record<T: Serialize>(&self, spec: &StepSpec<'_>, call: u64, result: &StepResult<T>, took: Duration, reconciled: bool) {
+        let (ok, value, error) = match result {
+            Ok(v) => (true, serde_json::to_value(v).unwrap_or(Value::Null), None),
+            Err(e) => (false, Value::Null, Some(spec.error(e.clone()))),
+        };
+        let body = Body::Outcome {
+            call,
+            cluster: spec.cluster.name.clone(),
+            node: spec.node_name().map(str::to_string),
+            action: spec.action.as_str().to_string(),
+            ok,
+            result: value,
+            error,
+            duration_s: took.as_secs_f64(),
+            reconciled,
+        };
+        let now = self.now();
+        let mut recorder = self.recorder();
+        if let Err(e) = recorder.write_always(now, body) {
+            recorder.failed.get_or_insert(e.to_string());
+        }
+    }
+
+    fn finished_event<T>(
         &self,
-        step: Begun<'_>,
-        result: Result<T, StepError>,
+        spec: &StepSpec<'_>,
+        at: Duration,
+        took: Duration,
+        result: &StepResult<T>,
         detail: impl FnOnce(&T) -> String,
-    ) -> Result<T, StepError> {
-        let at = self.now();
-        let outcome = match &result {
-            Ok(value) => Outcome::Ok { detail: detail(value) },
+        replayed: bool,
+    ) {
+        let outcome = match result {
+            Ok(value) => {
+                let detail = detail(value);
+                Outcome::Ok { detail: if replayed { format!("{detail} (from the journal)") } else { detail } }
+            }
             Err(e) => Outcome::Failed { kind: e.kind, message: e.message.clone() },
         };
-        {
-            let mut state = self.state();
-            state.steps += 1;
-            if step.action.changes_state() {
-                state.last_change.insert(step.cluster.name.clone(), at);
-            }
-        }
+        let seq = self.next_seq();
         self.events.emit(&Event::StepFinished {
-            seq: step.seq,
+            seq,
             at,
-            took: at.saturating_sub(step.started),
-            cluster: step.cluster.name.clone(),
-            node: step.node.map(str::to_string),
-            action: step.action,
-            compensating: step.compensating,
+            took,
+            cluster: spec.cluster.name.clone(),
+            node: spec.node_name().map(str::to_string),
+            action: spec.action,
+            compensating: spec.compensating,
             outcome,
         });
-        result.map_err(|e| match step.node {
-            Some(node) => e.on_node(&step.cluster.name, node),
-            None => e.on_cluster(&step.cluster.name),
-        })
     }
 
     fn push(&self, compensation: Compensation, compensating: bool) {
@@ -426,215 +664,287 @@ impl Executor {
         }
     }
 
-    fn token(&self, compensating: bool) -> CancellationToken {
-        if compensating {
-            self.abort.clone()
-        } else {
-            self.cancel.clone()
+    /// Records a fact snapshot of a node after a patch or reboot (journal,
+    /// and the facts baseline of live runs). Best effort: a node that does
+    /// not answer has no snapshot.
+    fn snapshot_facts(&self, cluster: &Cluster, spec: &NodeSpec, reason: &str) {
+        if !self.recorder().has_journal() || self.recorder().replaying() {
+            return;
+        }
+        let host = self.adapters_of(cluster).host.clone();
+        let Ok(facts) = self.bridge(Action::Facts, &self.abort, cluster.policy.step_timeout, host.facts(NodeRef { cluster, node: spec })) else {
+            return;
+        };
+        let value = serde_json::to_value(&facts).unwrap_or(Value::Null);
+        self.journal(Body::Facts { node: spec.name.clone(), cluster: cluster.name.clone(), reason: reason.to_string(), facts: value.clone() });
+        let dir = self.recorder().facts_dir.clone();
+        if let Some(dir) = dir {
+            let baseline = json!({ "node": spec.name, "cluster": cluster.name, "reason": reason, "facts": value });
+            if let Err(e) = crate::drift::write_baseline(&dir, &spec.name, &baseline) {
+                self.recorder().failed.get_or_insert(e.to_string());
+            }
+        }
+    }
+
+    /// Records the facts of every node of the clusters this run used; for a
+    /// live run they become the baseline the next `pitcrew drift` compares to.
+    pub fn snapshot_used_facts(&self, reason: &str) {
+        for name in self.clusters_used() {
+            let Some(cluster) = self.inventory.cluster(&name) else { continue };
+            for node in &cluster.nodes {
+                self.snapshot_facts(cluster, node, reason);
+            }
         }
     }
 
     // ----- steps -------------------------------------------------------------
 
     /// Takes a pool node out of service and waits for its connections to end.
-    pub fn drain(&self, node: &str) -> Result<DrainReport, StepError> {
+    pub fn drain(&self, node: &str) -> StepResult<DrainReport> {
         self.drain_step(node, false)
     }
 
-    fn drain_step(&self, name: &str, compensating: bool) -> Result<DrainReport, StepError> {
-        let (cluster, spec) = self.node(name, Action::Drain)?;
-        let views = self.observe(cluster, Action::Drain)?;
-        if let Err(refusal) = guard::may_drain(cluster.kind, &cluster.policy, &views, name) {
-            return Err(self.refused(cluster, Some(name), Action::Drain, compensating, refusal));
-        }
-        let traffic = self.adapters_of(cluster).traffic.clone().expect("pools always have a traffic adapter");
-        let step = self.begin(cluster, Some(name), Action::Drain, compensating)?;
-        let token = self.token(compensating);
-        let ctx = self.ctx(cluster.policy.drain_timeout, &token);
-        let result = self.bridge(
-            Action::Drain,
-            &token,
-            cluster.policy.drain_timeout,
-            traffic.drain(NodeRef { cluster, node: spec }, &ctx),
-        );
-        // The drain command may have reached the load balancer even when
-        // waiting for zero connections failed: undraining is always safe.
-        self.push(Compensation::Undrain { cluster: cluster.name.clone(), node: name.to_string() }, compensating);
-        self.finish(step, result, |r| {
-            format!(
-                "{} connection(s) closed in {}",
-                r.connections_at_start,
-                humantime::format_duration(round(r.waited))
-            )
-        })
+    fn drain_step(&self, name: &str, compensating: bool) -> StepResult<DrainReport> {
+        let (cluster, node) = self.node(name, Action::Drain)?;
+        let traffic = self.adapters_of(cluster).traffic.clone().ok_or_else(|| {
+            StepError::new(ErrorKind::Invalid, Action::Drain, "this cluster has no traffic adapter")
+                .on_node(&cluster.name, name)
+                .with_hint("active/passive clusters move users with switchover")
+        })?;
+        let spec = StepSpec {
+            cluster,
+            node: Some(node),
+            action: Action::Drain,
+            compensating,
+            timeout: cluster.policy.drain_timeout,
+            params: Value::Null,
+        };
+        self.step(
+            spec,
+            || {
+                let views = self.observe(cluster, Action::Drain).map_err(|e| Refusal { message: e.message, hint: String::new() })?;
+                guard::may_drain(cluster.kind, &cluster.policy, &views, name)
+            },
+            |ctx| async move { traffic.drain(NodeRef { cluster, node }, &ctx).await },
+            // Draining again is harmless: run it.
+            |_| Ok(None),
+            // The drain command may have reached the load balancer even when
+            // waiting for zero connections failed: undraining is always safe.
+            |_| self.push(Compensation::Undrain { cluster: cluster.name.clone(), node: name.to_string() }, compensating),
+            |r| format!("{} connection(s) closed in {}", r.connections_at_start, humantime::format_duration(round(r.waited))),
+        )
     }
 
     /// Puts a healthy pool node back in service.
-    pub fn undrain(&self, node: &str) -> Result<(), StepError> {
+    pub fn undrain(&self, node: &str) -> StepResult<()> {
         self.undrain_step(node, false)
     }
 
-    fn undrain_step(&self, name: &str, compensating: bool) -> Result<(), StepError> {
-        let (cluster, spec) = self.node(name, Action::Undrain)?;
-        let Some(traffic) = self.adapters_of(cluster).traffic.clone() else {
-            return Err(StepError::new(ErrorKind::Invalid, Action::Undrain, "this cluster has no traffic adapter")
+    fn undrain_step(&self, name: &str, compensating: bool) -> StepResult<()> {
+        let (cluster, node) = self.node(name, Action::Undrain)?;
+        let traffic = self.adapters_of(cluster).traffic.clone().ok_or_else(|| {
+            StepError::new(ErrorKind::Invalid, Action::Undrain, "this cluster has no traffic adapter")
                 .on_node(&cluster.name, name)
-                .with_hint("active/passive clusters move users with switchover"));
+                .with_hint("active/passive clusters move users with switchover")
+        })?;
+        let spec = StepSpec {
+            cluster,
+            node: Some(node),
+            action: Action::Undrain,
+            compensating,
+            timeout: cluster.policy.step_timeout,
+            params: Value::Null,
         };
-        let views = self.observe(cluster, Action::Undrain)?;
-        if let Err(refusal) = guard::may_undrain(&views, name) {
-            return Err(self.refused(cluster, Some(name), Action::Undrain, compensating, refusal));
-        }
-        let step = self.begin(cluster, Some(name), Action::Undrain, compensating)?;
-        let token = self.token(compensating);
-        let ctx = self.ctx(cluster.policy.step_timeout, &token);
-        let result = self.bridge(
-            Action::Undrain,
-            &token,
-            cluster.policy.step_timeout,
-            traffic.undrain(NodeRef { cluster, node: spec }, &ctx),
-        );
-        if result.is_ok() {
-            self.push(Compensation::Drain { cluster: cluster.name.clone(), node: name.to_string() }, compensating);
-        }
-        self.finish(step, result, |_| "in service".to_string())
+        self.step(
+            spec,
+            || {
+                let views = self.observe(cluster, Action::Undrain).map_err(|e| Refusal { message: e.message, hint: String::new() })?;
+                guard::may_undrain(&views, name)
+            },
+            |ctx| async move { traffic.undrain(NodeRef { cluster, node }, &ctx).await },
+            |_| Ok(None),
+            |r| {
+                if r.is_ok() {
+                    self.push(Compensation::Drain { cluster: cluster.name.clone(), node: name.to_string() }, compensating);
+                }
+            },
+            |_| "in service".to_string(),
+        )
     }
 
-    fn guard_host_change(
-        &self,
-        cluster: &Cluster,
-        name: &str,
-        action: Action,
-        compensating: bool,
-    ) -> Result<(), StepError> {
-        let views = self.observe(cluster, action)?;
+    fn host_guard(&self, cluster: &Cluster, name: &str, action: Action) -> Result<(), Refusal> {
+        let views = self.observe(cluster, action).map_err(|e| Refusal { message: e.message, hint: String::new() })?;
         guard::may_change_host(cluster.kind, &views, name, action)
-            .map_err(|refusal| self.refused(cluster, Some(name), action, compensating, refusal))
+    }
+
+    fn version_of(&self, cluster: &Cluster, node: &NodeSpec) -> StepResult<String> {
+        let host = self.adapters_of(cluster).host.clone();
+        self.bridge(Action::Param, &self.abort, cluster.policy.step_timeout, host.state(NodeRef { cluster, node })).map(|s| s.version)
     }
 
     /// Patches a node that serves nobody; pushes a restore compensation.
-    pub fn patch(&self, name: &str, params: &Params) -> Result<PatchReport, StepError> {
-        let (cluster, spec) = self.node(name, Action::Patch)?;
-        self.guard_host_change(cluster, name, Action::Patch, false)?;
-        let before = self.node_view(name)?.version;
-        let step = self.begin(cluster, Some(name), Action::Patch, false)?;
+    pub fn patch(&self, name: &str, params: &Params) -> StepResult<PatchReport> {
+        let (cluster, node) = self.node(name, Action::Patch)?;
+        let from: String = self.read("version", name, || self.version_of(cluster, node).map_err(|e| e.on_node(&cluster.name, name)))?;
         let host = self.adapters_of(cluster).host.clone();
-        let token = self.token(false);
-        let ctx = self.ctx(cluster.policy.step_timeout, &token);
-        let result = self.bridge(
-            Action::Patch,
-            &token,
-            cluster.policy.step_timeout,
-            host.patch(NodeRef { cluster, node: spec }, params, &ctx),
-        );
-        let record = match &result {
-            Ok(report) => report.clone(),
-            // A failed patch may have been half applied: record a restore to
-            // the version the node had, so rollback returns it there.
-            Err(_) => PatchReport { from_version: before, to_version: "unknown (patch failed)".into(), snapshot: None },
+        let spec = StepSpec {
+            cluster,
+            node: Some(node),
+            action: Action::Patch,
+            compensating: false,
+            timeout: cluster.policy.step_timeout,
+            params: json!({ "from_version": from, "params": params }),
         };
-        self.push(
-            Compensation::Restore { cluster: cluster.name.clone(), node: name.to_string(), patch: record },
-            false,
+        let result = self.step(
+            spec,
+            || self.host_guard(cluster, name, Action::Patch),
+            |ctx| async move { host.patch(NodeRef { cluster, node }, params, &ctx).await },
+            // Never patch twice: a node whose version moved since the intent
+            // was written has been patched.
+            |intent| {
+                let before = intent["from_version"].as_str().unwrap_or_default().to_string();
+                let now = self.version_of(cluster, node)?;
+                Ok((now != before).then(|| PatchReport { from_version: before, to_version: now, snapshot: None }))
+            },
+            |r| {
+                let record = match r {
+                    Ok(report) => report.clone(),
+                    // A failed patch may have been half applied: record a
+                    // restore to the version the node had.
+                    Err(_) => PatchReport { from_version: from.clone(), to_version: "unknown (patch failed)".into(), snapshot: None },
+                };
+                self.push(Compensation::Restore { cluster: cluster.name.clone(), node: name.to_string(), patch: record }, false);
+                if r.is_ok() {
+                    self.state().patched.insert(name.to_string());
+                }
+            },
+            |r| format!("{} -> {}", r.from_version, r.to_version),
         );
         if result.is_ok() {
-            self.state().patched.insert(name.to_string());
+            self.snapshot_facts(cluster, node, "after patch");
         }
-        self.finish(step, result, |r| format!("{} -> {}", r.from_version, r.to_version))
+        result
     }
 
-    fn restore_step(&self, name: &str, patch: &PatchReport) -> Result<(), StepError> {
-        let (cluster, spec) = self.node(name, Action::Restore)?;
-        if self.node_view(name)?.version == patch.from_version {
-            return Ok(());
-        }
-        self.guard_host_change(cluster, name, Action::Restore, true)?;
-        let step = self.begin(cluster, Some(name), Action::Restore, true)?;
+    fn restore_step(&self, name: &str, patch: &PatchReport) -> StepResult<()> {
+        let (cluster, node) = self.node(name, Action::Restore)?;
         let host = self.adapters_of(cluster).host.clone();
-        let ctx = self.ctx(cluster.policy.reboot_timeout, &self.abort);
-        let result = self.bridge(
-            Action::Restore,
-            &self.abort,
-            cluster.policy.reboot_timeout,
-            host.restore(NodeRef { cluster, node: spec }, patch, &ctx),
-        );
-        if result.is_ok() {
-            self.state().patched.remove(name);
-        }
-        self.finish(step, result, |_| format!("back to {}", patch.from_version))
+        let spec = StepSpec {
+            cluster,
+            node: Some(node),
+            action: Action::Restore,
+            compensating: true,
+            timeout: cluster.policy.reboot_timeout,
+            params: json!({ "to_version": patch.from_version }),
+        };
+        self.step(
+            spec,
+            || self.host_guard(cluster, name, Action::Restore),
+            |ctx| async move {
+                // Nothing to undo when the node never left its version.
+                if host.state(NodeRef { cluster, node }).await?.version == patch.from_version {
+                    return Ok(());
+                }
+                host.restore(NodeRef { cluster, node }, patch, &ctx).await
+            },
+            |_| Ok((self.version_of(cluster, node)? == patch.from_version).then_some(())),
+            |r| {
+                if r.is_ok() {
+                    self.state().patched.remove(name);
+                }
+            },
+            |_| format!("back to {}", patch.from_version),
+        )
     }
 
     /// Reboots a node that serves nobody and waits for it to come back.
-    pub fn reboot(&self, name: &str) -> Result<Duration, StepError> {
-        let (cluster, spec) = self.node(name, Action::Reboot)?;
-        self.guard_host_change(cluster, name, Action::Reboot, false)?;
-        let step = self.begin(cluster, Some(name), Action::Reboot, false)?;
+    pub fn reboot(&self, name: &str) -> StepResult<Duration> {
+        let (cluster, node) = self.node(name, Action::Reboot)?;
         let host = self.adapters_of(cluster).host.clone();
-        let token = self.token(false);
-        let ctx = self.ctx(cluster.policy.reboot_timeout, &token);
-        let result = self.bridge(
-            Action::Reboot,
-            &token,
-            cluster.policy.reboot_timeout,
-            host.reboot(NodeRef { cluster, node: spec }, &ctx),
+        let spec = StepSpec {
+            cluster,
+            node: Some(node),
+            action: Action::Reboot,
+            compensating: false,
+            timeout: cluster.policy.reboot_timeout,
+            params: Value::Null,
+        };
+        let result = self.step(
+            spec,
+            || self.host_guard(cluster, name, Action::Reboot),
+            |ctx| async move { host.reboot(NodeRef { cluster, node }, &ctx).await },
+            // A reboot cannot be seen afterwards; rebooting a node that
+            // serves nobody again is safe.
+            |_| Ok(None),
+            |_| {},
+            |d| format!("back after {}", humantime::format_duration(round(*d))),
         );
-        self.finish(step, result, |d| format!("back after {}", humantime::format_duration(round(*d))))
+        if result.is_ok() {
+            self.snapshot_facts(cluster, node, "after reboot");
+        }
+        result
     }
 
     /// Waits until a node answers its health check.
-    pub fn wait_healthy(&self, name: &str, timeout: Option<Duration>) -> Result<(), StepError> {
-        let (cluster, spec) = self.node(name, Action::WaitHealthy)?;
-        let timeout = timeout.unwrap_or(cluster.policy.reboot_timeout);
-        let step = self.begin(cluster, Some(name), Action::WaitHealthy, false)?;
+    pub fn wait_healthy(&self, name: &str, timeout: Option<Duration>) -> StepResult<()> {
+        let (cluster, node) = self.node(name, Action::WaitHealthy)?;
         let host = self.adapters_of(cluster).host.clone();
-        let token = self.token(false);
-        let ctx = self.ctx(timeout, &token);
-        let result =
-            self.bridge(Action::WaitHealthy, &token, timeout, host.wait_healthy(NodeRef { cluster, node: spec }, &ctx));
-        self.finish(step, result, |_| "healthy".to_string())
+        let timeout = timeout.unwrap_or(cluster.policy.reboot_timeout);
+        let spec = StepSpec { cluster, node: Some(node), action: Action::WaitHealthy, compensating: false, timeout, params: Value::Null };
+        self.step(
+            spec,
+            || Ok(()),
+            |ctx| async move { host.wait_healthy(NodeRef { cluster, node }, &ctx).await },
+            |_| Ok(None),
+            |_| {},
+            |_| "healthy".to_string(),
+        )
     }
 
     /// Smoke-tests one node.
-    pub fn probe(&self, name: &str) -> Result<ProbeReport, StepError> {
-        let (cluster, spec) = self.node(name, Action::Probe)?;
-        let step = self.begin(cluster, Some(name), Action::Probe, false)?;
+    pub fn probe(&self, name: &str) -> StepResult<ProbeReport> {
+        let (cluster, node) = self.node(name, Action::Probe)?;
         let adapters = self.adapters_of(cluster).clone();
-        let token = self.token(false);
-        let ctx = self.ctx(cluster.policy.step_timeout, &token);
-        let at = NodeRef { cluster, node: spec };
-        let result = self.bridge(Action::Probe, &token, cluster.policy.step_timeout, async {
-            match &adapters.probe {
-                Some(probe) => probe.probe(at, &ctx).await,
-                None => {
-                    let state = adapters.host.state(at).await?;
-                    Ok(ProbeReport { requests: 1, failed: u64::from(!state.up), latency_ms: 0.0 })
+        let spec = StepSpec {
+            cluster,
+            node: Some(node),
+            action: Action::Probe,
+            compensating: false,
+            timeout: cluster.policy.step_timeout,
+            params: Value::Null,
+        };
+        self.step(
+            spec,
+            || Ok(()),
+            |ctx| async move {
+                let at = NodeRef { cluster, node };
+                let report = match &adapters.probe {
+                    Some(probe) => probe.probe(at, &ctx).await?,
+                    None => {
+                        let state = adapters.host.state(at).await?;
+                        ProbeReport { requests: 1, failed: u64::from(!state.up), latency_ms: 0.0 }
+                    }
+                };
+                if report.requests > 0 && report.failed == report.requests {
+                    return Err(AdapterError::Failed(format!("{name} did not answer any of {} probe request(s)", report.requests)));
                 }
-            }
-        });
-        let result = result.and_then(|report| {
-            if report.requests > 0 && report.failed == report.requests {
-                Err(StepError::new(
-                    ErrorKind::Failed,
-                    Action::Probe,
-                    format!("{name} did not answer any of {} probe request(s)", report.requests),
-                )
-                .with_hint("check the service on the node; rollback returns it to its previous version"))
-            } else {
                 Ok(report)
-            }
-        });
-        self.finish(step, result, |r| format!("{}/{} ok, {:.0} ms", r.requests - r.failed, r.requests, r.latency_ms))
+            },
+            |_| Ok(None),
+            |_| {},
+            |r| format!("{}/{} ok, {:.0} ms", r.requests - r.failed, r.requests, r.latency_ms),
+        )
     }
 
     /// Checks replication of an active/passive cluster; fails unless every
     /// replica is linked and within the policy's lag (after waiting up to
     /// `sync_wait` for it to catch up).
-    pub fn check_sync(&self, cluster_name: &str) -> Result<SyncReport, StepError> {
+    pub fn check_sync(&self, cluster_name: &str) -> StepResult<SyncReport> {
         let cluster = self.cluster(cluster_name).map_err(|e| StepError { action: Action::CheckSync, ..e })?;
         self.check_sync_step(cluster, false)
     }
 
-    fn check_sync_step(&self, cluster: &Cluster, compensating: bool) -> Result<SyncReport, StepError> {
+    fn check_sync_step(&self, cluster: &Cluster, compensating: bool) -> StepResult<SyncReport> {
         let Some(replication) = self.adapters_of(cluster).replication.clone() else {
             return Err(StepError::new(
                 ErrorKind::Invalid,
@@ -644,66 +954,74 @@ impl Executor {
             .on_cluster(&cluster.name)
             .with_hint("check_sync applies to active_passive clusters"));
         };
-        let step = self.begin(cluster, None, Action::CheckSync, compensating)?;
-        let token = self.token(compensating);
         let wait = cluster.policy.sync_wait;
-        let ctx = self.ctx(wait, &token);
         let max_lag = cluster.policy.max_sync_lag;
-        let result = self.bridge(
+        let spec = StepSpec {
+            cluster,
+            node: None,
+            action: Action::CheckSync,
+            compensating,
+            timeout: wait + cluster.policy.step_timeout,
+            params: Value::Null,
+        };
+        let result = self.step(
+            spec,
+            || Ok(()),
+            |ctx| async move {
+                let ctx = CallCtx { timeout: wait, ..ctx };
+                replication.wait_sync(cluster, max_lag, &ctx).await
+            },
+            |_| Ok(None),
+            |r| {
+                let ok = r.as_ref().is_ok_and(|report| report.in_sync(max_lag));
+                self.state().sync_checks.insert(cluster.name.clone(), SyncCheck { at: self.now(), ok });
+            },
+            |r| {
+                let lag = r.replicas.iter().map(|x| x.lag_seconds).fold(0.0, f64::max);
+                if r.in_sync(max_lag) {
+                    format!("in sync, max lag {lag:.1}s")
+                } else {
+                    format!("NOT in sync, max lag {lag:.1}s")
+                }
+            },
+        )?;
+        if result.in_sync(max_lag) {
+            return Ok(result);
+        }
+        let worst = result
+            .replicas
+            .iter()
+            .filter(|r| !r.link_up || r.lag_seconds > max_lag.as_secs_f64())
+            .map(|r| {
+                if r.link_up {
+                    format!("{} lags {:.1}s behind {}", r.node, r.lag_seconds, result.primary)
+                } else {
+                    format!("{}'s replication link is down", r.node)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        Err(StepError::new(
+            ErrorKind::OutOfSync,
             Action::CheckSync,
-            &token,
-            wait + cluster.policy.step_timeout,
-            replication.wait_sync(cluster, max_lag, &ctx),
-        );
-        let result = result.and_then(|report| {
-            let ok = report.in_sync(max_lag);
-            self.state().sync_checks.insert(cluster.name.clone(), SyncCheck { at: self.now(), ok });
-            if ok {
-                return Ok(report);
-            }
-            let worst = report
-                .replicas
-                .iter()
-                .filter(|r| !r.link_up || r.lag_seconds > max_lag.as_secs_f64())
-                .map(|r| {
-                    if r.link_up {
-                        format!("{} lags {:.1}s behind {}", r.node, r.lag_seconds, report.primary)
-                    } else {
-                        format!("{}'s replication link is down", r.node)
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("; ");
-            Err(StepError::new(
-                ErrorKind::OutOfSync,
-                Action::CheckSync,
-                format!(
-                    "not in sync after waiting {}: {worst} (max_sync_lag {})",
-                    humantime::format_duration(wait),
-                    humantime::format_duration(max_lag)
-                ),
-            )
-            .with_hint("investigate replication before any switchover; pitcrew will not switch to a lagging node"))
-        });
-        self.finish(step, result, |r| {
-            let lag = r.replicas.iter().map(|x| x.lag_seconds).fold(0.0, f64::max);
-            format!("in sync, max lag {lag:.1}s")
-        })
+            format!(
+                "not in sync after waiting {}: {worst} (max_sync_lag {})",
+                humantime::format_duration(wait),
+                humantime::format_duration(max_lag)
+            ),
+        )
+        .on_cluster(&cluster.name)
+        .with_hint("investigate replication before any switchover; pitcrew will not switch to a lagging node"))
     }
 
     /// Makes `target` the active node of an active/passive cluster.
-    pub fn switchover(&self, cluster_name: &str, target: &str) -> Result<SwitchoverReport, StepError> {
+    pub fn switchover(&self, cluster_name: &str, target: &str) -> StepResult<SwitchoverReport> {
         let cluster = self.cluster(cluster_name).map_err(|e| StepError { action: Action::Switchover, ..e })?;
         self.switchover_step(cluster, target, false)
     }
 
-    fn switchover_step(
-        &self,
-        cluster: &Cluster,
-        target: &str,
-        compensating: bool,
-    ) -> Result<SwitchoverReport, StepError> {
-        let Some(spec) = cluster.node(target) else {
+    fn switchover_step(&self, cluster: &Cluster, target: &str, compensating: bool) -> StepResult<SwitchoverReport> {
+        let Some(node) = cluster.node(target) else {
             return Err(StepError::new(
                 ErrorKind::Invalid,
                 Action::Switchover,
@@ -712,86 +1030,125 @@ impl Executor {
             .on_cluster(&cluster.name));
         };
         let Some(replication) = self.adapters_of(cluster).replication.clone() else {
-            return Err(StepError::new(
-                ErrorKind::Invalid,
-                Action::Switchover,
-                "this cluster has no replication adapter",
-            )
-            .on_cluster(&cluster.name)
-            .with_hint("pools move users with drain/undrain"));
+            return Err(StepError::new(ErrorKind::Invalid, Action::Switchover, "this cluster has no replication adapter")
+                .on_cluster(&cluster.name)
+                .with_hint("pools move users with drain/undrain"));
         };
-        let views = self.observe(cluster, Action::Switchover)?;
-        let active = views.iter().find(|v| v.role == Some(Role::Active)).map(|v| v.name.clone());
-        if active.as_deref() == Some(target) {
-            return Ok(SwitchoverReport { from: target.to_string(), to: target.to_string(), paused: Duration::ZERO });
+        let roles = self.roles(cluster)?;
+        let active = roles.iter().find(|(_, r)| *r == Role::Active).map(|(n, _)| n.clone()).unwrap_or_default();
+        if active == target {
+            return Ok(SwitchoverReport { from: active, to: target.to_string(), paused: Duration::ZERO });
         }
-        let current = self.bridge(
-            Action::Switchover,
-            &self.token(compensating),
-            cluster.policy.step_timeout,
-            replication.sync_status(cluster),
-        )?;
-        let (last_check, last_change) = {
-            let state = self.state();
-            (state.sync_checks.get(&cluster.name).cloned(), state.last_change.get(&cluster.name).copied())
+        let spec = StepSpec {
+            cluster,
+            node: Some(node),
+            action: Action::Switchover,
+            compensating,
+            timeout: cluster.policy.step_timeout,
+            params: json!({ "from": active }),
         };
-        let guard_ctx = SwitchoverContext {
-            policy: &cluster.policy,
-            now: self.now(),
-            last_check: last_check.as_ref(),
-            last_change,
-            current: &current,
-        };
-        if let Err(refusal) = guard::may_switchover(cluster.kind, &views, target, &guard_ctx) {
-            return Err(self.refused(cluster, Some(target), Action::Switchover, compensating, refusal));
-        }
-        let step = self.begin(cluster, Some(target), Action::Switchover, compensating)?;
-        let token = self.token(compensating);
-        let ctx = self.ctx(cluster.policy.step_timeout, &token);
-        let result = self.bridge(
-            Action::Switchover,
-            &token,
-            cluster.policy.step_timeout,
-            replication.switchover(cluster, spec, &ctx),
-        );
-        if let (Ok(report), false) = (&result, compensating) {
-            self.push(Compensation::SwitchBack { cluster: cluster.name.clone(), node: report.from.clone() }, false);
-        }
-        self.finish(step, result, |r| format!("{} -> {}, users held {} ms", r.from, r.to, r.paused.as_millis()))
+        let sync_replication = replication.clone();
+        self.step(
+            spec,
+            || {
+                let views = self.observe(cluster, Action::Switchover).map_err(|e| Refusal { message: e.message, hint: String::new() })?;
+                let current = self
+                    .bridge(Action::Switchover, &self.abort, cluster.policy.step_timeout, sync_replication.sync_status(cluster))
+                    .map_err(|e| Refusal { message: e.message, hint: "check replication".into() })?;
+                let (last_check, last_change) = {
+                    let state = self.state();
+                    (state.sync_checks.get(&cluster.name).cloned(), state.last_change.get(&cluster.name).copied())
+                };
+                let ctx = SwitchoverContext {
+                    policy: &cluster.policy,
+                    now: self.now(),
+                    last_check: last_check.as_ref(),
+                    last_change,
+                    current: &current,
+                };
+                guard::may_switchover(cluster.kind, &views, target, &ctx)
+            },
+            |ctx| async move { replication.switchover(cluster, node, &ctx).await },
+            |intent| {
+                let from = intent["from"].as_str().unwrap_or_default().to_string();
+                let roles = self.bridge(Action::Switchover, &self.abort, cluster.policy.step_timeout, async {
+                    self.adapters_of(cluster).replication.as_ref().expect("checked above").roles(cluster).await
+                })?;
+                let done = roles.iter().any(|(n, r)| n == target && *r == Role::Active);
+                Ok(done.then(|| SwitchoverReport { from, to: target.to_string(), paused: Duration::ZERO }))
+            },
+            |r| {
+                if let (Ok(report), false) = (r, compensating) {
+                    self.push(Compensation::SwitchBack { cluster: cluster.name.clone(), node: report.from.clone() }, false);
+                }
+            },
+            |r| format!("{} -> {}, users held {} ms", r.from, r.to, r.paused.as_millis()),
+        )
     }
 
-    /// Gathers a node's facts.
-    pub fn facts(&self, name: &str) -> Result<Facts, StepError> {
-        let (cluster, spec) = self.node(name, Action::Facts)?;
+    /// Gathers a node's facts (and records them as a snapshot).
+    pub fn facts(&self, name: &str) -> StepResult<Facts> {
+        let (cluster, node) = self.node(name, Action::Facts)?;
         let host = self.adapters_of(cluster).host.clone();
-        let token = self.token(false);
-        self.bridge(Action::Facts, &token, cluster.policy.step_timeout, host.facts(NodeRef { cluster, node: spec }))
-            .map_err(|e| e.on_node(&cluster.name, name))
+        let facts: Facts = self.read("facts", name, || {
+            self.bridge(Action::Facts, &self.cancel, cluster.policy.step_timeout, host.facts(NodeRef { cluster, node }))
+                .map_err(|e| e.on_node(&cluster.name, name))
+        })?;
+        if !self.recorder().replaying() {
+            let value = serde_json::to_value(&facts).unwrap_or(Value::Null);
+            self.journal(Body::Facts { node: name.to_string(), cluster: cluster.name.clone(), reason: "facts()".into(), facts: value });
+        }
+        Ok(facts)
+    }
+
+    /// Gathers the facts of every node of a cluster and compares the peers
+    /// (journaled as one observation).
+    pub fn drift(&self, cluster: &Cluster) -> StepResult<crate::drift::DriftReport> {
+        let host = self.adapters_of(cluster).host.clone();
+        self.read("drift", &cluster.name, || {
+            let mut nodes = BTreeMap::new();
+            let mut report = crate::drift::DriftReport::default();
+            for node in &cluster.nodes {
+                let facts = self.bridge(Action::Drift, &self.cancel, cluster.policy.step_timeout, host.facts(NodeRef { cluster, node }));
+                match facts {
+                    Ok(facts) => {
+                        nodes.insert(node.name.clone(), crate::drift::flatten(&serde_json::to_value(&facts).unwrap_or(Value::Null)));
+                    }
+                    Err(e) if e.kind == ErrorKind::Cancelled => return Err(e),
+                    Err(_) => report.unreachable.push(node.name.clone()),
+                }
+            }
+            report.peers = crate::drift::compare_peers(&cluster.name, &nodes, &cluster.critical_facts);
+            Ok(report)
+        })
     }
 
     /// Cumulative traffic of a cluster's probe since the run started.
-    pub fn sample(&self, cluster: &Cluster) -> Result<Option<TrafficSample>, StepError> {
+    pub fn sample(&self, cluster: &Cluster) -> StepResult<Option<TrafficSample>> {
         let Some(probe) = self.adapters_of(cluster).probe.clone() else { return Ok(None) };
-        let token = self.abort.clone();
-        self.bridge(Action::Probe, &token, cluster.policy.step_timeout, probe.sample(cluster)).map(Some)
+        self.read("traffic", &cluster.name, || {
+            self.bridge(Action::Probe, &self.abort, cluster.policy.step_timeout, probe.sample(cluster)).map(Some)
+        })
     }
 
     /// Waits (virtually in a rehearsal); cancellable.
-    pub fn sleep(&self, duration: Duration) -> Result<(), StepError> {
-        let clock = self.adapters.clock.clone();
-        let done = if clock.is_virtual() {
-            !self.cancel.is_cancelled() && {
-                clock.advance(duration);
-                true
+    pub fn sleep(&self, duration: Duration) -> StepResult<()> {
+        self.read("sleep", &format!("{}s", duration.as_secs_f64()), || {
+            let clock = self.adapters.clock.clone();
+            let done = if clock.is_virtual() {
+                !self.cancel.is_cancelled() && {
+                    clock.advance(duration);
+                    true
+                }
+            } else {
+                self.handle.block_on(clock.sleep(duration, &self.cancel))
+            };
+            if done {
+                Ok(())
+            } else {
+                Err(StepError::cancelled(Action::Sleep))
             }
-        } else {
-            self.handle.block_on(clock.sleep(duration, &self.cancel))
-        };
-        if done {
-            Ok(())
-        } else {
-            Err(StepError::cancelled(Action::Sleep))
-        }
+        })
     }
 
     // ----- rollback -----------------------------------------------------------
@@ -806,12 +1163,12 @@ impl Executor {
             state.compensations.split_off(mark)
         };
         self.events.emit(&Event::RollbackStarted { at: self.now(), reason: reason.to_string(), steps: pending.len() });
+        self.journal(Body::RollbackStarted { reason: reason.to_string(), steps: pending.len() });
         let mut report = RollbackReport { steps: pending.len(), ..RollbackReport::default() };
         let mut clusters = BTreeSet::new();
         // A partial rollback (one node inside `rolling`) answers for the
         // nodes it unwound; nodes patched earlier on purpose may serve.
-        let scope: Option<BTreeSet<String>> =
-            (mark > 0).then(|| pending.iter().map(|c| c.node().to_string()).collect());
+        let scope: Option<BTreeSet<String>> = (mark > 0).then(|| pending.iter().map(|c| c.node().to_string()).collect());
         for compensation in pending.into_iter().rev() {
             let result = match &compensation {
                 Compensation::Undrain { cluster, node } => {
@@ -832,11 +1189,16 @@ impl Executor {
                 }
             };
             if let Err(e) = result {
+                if e.kind == ErrorKind::Cancelled && self.abort.is_cancelled() {
+                    report.failures.push("rollback aborted".into());
+                    break;
+                }
                 report.failures.push(e.to_string());
             }
         }
         self.verify_service(&clusters, scope.as_ref(), &mut report);
         self.events.emit(&Event::RollbackFinished { at: self.now(), ok: report.service_restored() });
+        self.journal(Body::RollbackFinished { ok: report.service_restored() });
         report
     }
 
@@ -845,21 +1207,16 @@ impl Executor {
         self.rollback_to(0, reason)
     }
 
-    fn switch_back(&self, cluster_name: &str, node: &str) -> Result<(), StepError> {
+    fn switch_back(&self, cluster_name: &str, node: &str) -> StepResult<()> {
         let cluster = self.cluster(cluster_name)?;
         self.check_sync_step(cluster, true)?;
         self.switchover_step(cluster, node, true).map(|_| ())
     }
 
-    fn verify_service(
-        &self,
-        clusters: &BTreeSet<String>,
-        scope: Option<&BTreeSet<String>>,
-        report: &mut RollbackReport,
-    ) {
+    fn verify_service(&self, clusters: &BTreeSet<String>, scope: Option<&BTreeSet<String>>, report: &mut RollbackReport) {
         for name in clusters {
             let Ok(cluster) = self.cluster(name) else { continue };
-            let views = match self.observe(cluster, Action::Rollback) {
+            let views = match self.observe_recorded(cluster) {
                 Ok(views) => views,
                 Err(e) => {
                     report.unsafe_service.push(format!("cluster {name}: cannot observe after rollback: {e}"));
@@ -928,16 +1285,25 @@ impl Executor {
 
     /// Traffic totals over the clusters this run stepped on.
     pub fn traffic_totals(&self) -> TrafficSample {
-        let used: Vec<String> = self.state().before.keys().cloned().collect();
         let mut total = TrafficSample::default();
-        for cluster in used.iter().filter_map(|name| self.inventory.cluster(name)) {
-            if let Ok(Some(sample)) = self.sample(cluster) {
+        for cluster in self.clusters_used().iter().filter_map(|name| self.inventory.cluster(name)) {
+            let Some(probe) = self.adapters_of(cluster).probe.clone() else { continue };
+            if let Ok(sample) = self.bridge(Action::Probe, &self.abort, cluster.policy.step_timeout, probe.sample(cluster)) {
                 total.requests += sample.requests;
                 total.failed += sample.failed;
                 total.interruption += sample.interruption;
             }
         }
         total
+    }
+}
+
+fn describe(recorded: &Recorded) -> String {
+    match recorded {
+        Recorded::Done { action, node, .. } | Recorded::Pending { action, node, .. } | Recorded::Refused { action, node, .. } => {
+            format!("{action} {}", node.as_deref().unwrap_or(""))
+        }
+        Recorded::Read { what, target, .. } => format!("{what} {target}"),
     }
 }
 

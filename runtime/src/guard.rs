@@ -12,7 +12,7 @@ use crate::inventory::{ClusterKind, Policy, Role};
 use crate::step::Action;
 
 /// A node as the guards see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NodeView {
     pub name: String,
     pub role: Option<Role>,

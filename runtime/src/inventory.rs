@@ -128,6 +128,8 @@ pub struct Cluster {
     /// Adapter instance name per concern; a concern may be absent.
     pub concerns: HashMap<Concern, String>,
     pub policy: Policy,
+    /// Facts the peers of this cluster must agree on (`packages.openssl`).
+    pub critical_facts: Vec<String>,
     pub nodes: Vec<NodeSpec>,
 }
 
@@ -208,6 +210,9 @@ struct RawCluster {
     adapters: RawConcerns,
     #[serde(default)]
     policy: RawPolicy,
+    /// Facts peers must agree on before a switchover (dotted names).
+    #[serde(default)]
+    critical_facts: Vec<String>,
     nodes: Vec<RawNode>,
 }
 
@@ -406,7 +411,7 @@ impl Builder<'_> {
             }
             let concerns = self.concerns(&name, rc.kind, rc.adapter, rc.adapters, &adapters)?;
             let policy = self.policy(&name, rc.kind, nodes.len(), rc.policy)?;
-            clusters.push(Cluster { name, kind: rc.kind, concerns, policy, nodes });
+            clusters.push(Cluster { name, kind: rc.kind, concerns, policy, critical_facts: rc.critical_facts, nodes });
         }
         Ok((adapters, clusters))
     }

@@ -7,13 +7,18 @@
 
 pub mod adapter;
 pub mod clock;
+pub mod drift;
 pub mod error;
 pub mod event;
 pub mod executor;
 pub mod guard;
 pub mod inventory;
+pub mod journal;
+pub mod lock;
+pub mod recorder;
 pub mod source;
 pub mod step;
+pub mod testing;
 
 pub use adapter::Adapters;
 pub use clock::Clock;

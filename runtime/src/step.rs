@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::adapter::PatchReport;
 
 /// Every built-in that touches a cluster is one of these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     Drain,
@@ -24,6 +24,8 @@ pub enum Action {
     Rollback,
     Rolling,
     Param,
+    Cluster,
+    Drift,
 }
 
 impl Action {
@@ -43,6 +45,8 @@ impl Action {
             Self::Rollback => "rollback",
             Self::Rolling => "rolling",
             Self::Param => "param",
+            Self::Cluster => "cluster",
+            Self::Drift => "drift",
         }
     }
 
@@ -55,7 +59,7 @@ impl Action {
 
 /// What undoes a completed step. Pushed on the run's stack; `rollback`
 /// runs them newest first.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Compensation {
     /// Put a drained node back in service.

@@ -168,6 +168,30 @@ pub mod steps_api {
         to_dynamic(report)
     }
 
+    /// Compares the facts of a cluster's nodes: `#{ clean, peers, critical,
+    /// unreachable }`, where `peers` lists every fact the nodes disagree on
+    /// (`#{ fact, values, critical }`) and `critical` those the inventory
+    /// marks in `critical_facts`.
+    ///
+    /// ```rhai
+    /// let db = cluster("db-pair");
+    /// let d = drift(db);
+    /// if d.critical.len() > 0 { throw `peers differ in ${d.critical[0].fact}`; }
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn drift(ctx: NativeCallContext, c: ClusterHandle) -> RhaiResult<Map> {
+        let host = host(&ctx)?;
+        let cluster = host.exec.cluster(&c.name).map_err(to_rhai)?;
+        let report = host.exec.drift(cluster).map_err(to_rhai)?;
+        let critical: Vec<_> = report.critical().cloned().collect();
+        let mut map = Map::new();
+        map.insert("clean".into(), report.peers.is_empty().into());
+        map.insert("critical".into(), to_dynamic(critical)?);
+        map.insert("peers".into(), to_dynamic(&report.peers)?);
+        map.insert("unreachable".into(), to_dynamic(&report.unreachable)?);
+        Ok(map)
+    }
+
     /// Makes `n` the active node. Refused without a fresh successful
     /// `check_sync`, or when `n` is down or lagging. Rollback fails back to
     /// the node that was active.

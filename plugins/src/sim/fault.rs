@@ -19,6 +19,9 @@ pub enum FaultEffect {
     ProbeErrors(f64),
     /// `drain:NODE:stuck`: connections never reach zero.
     DrainStuck,
+    /// `drift:NODE:openssl=3.0.2`: a fact changed outside any step (a
+    /// package by name, a top-level fact such as `kernel`, or a dotted path).
+    Drift { fact: String, value: String },
 }
 
 /// One injected fault.
@@ -29,7 +32,7 @@ pub struct Fault {
 }
 
 pub const FAULT_GRAMMAR: &str =
-    "write ACTION:NODE:EFFECT, one of patch:NODE:fail, reboot:NODE:hang, sync:NODE:lag=30s, probe:NODE:errors=20%, drain:NODE:stuck";
+    "write ACTION:NODE:EFFECT, one of patch:NODE:fail, reboot:NODE:hang, sync:NODE:lag=30s, probe:NODE:errors=20%, drain:NODE:stuck, drift:NODE:PACKAGE=VERSION";
 
 /// A fault spec that does not parse.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -70,7 +73,10 @@ impl FromStr for Fault {
                 }
                 FaultEffect::ProbeErrors(pct / 100.0)
             }
-            ("patch" | "reboot" | "drain" | "sync" | "probe", _, _) => {
+            ("drift", fact, Some(v)) if !fact.is_empty() && !v.is_empty() => {
+                FaultEffect::Drift { fact: fact.to_string(), value: v.to_string() }
+            }
+            ("patch" | "reboot" | "drain" | "sync" | "probe" | "drift", _, _) => {
                 return Err(err(&format!("unknown effect `{effect}` for `{action}`")))
             }
             _ => return Err(err(&format!("unknown action `{action}`"))),
@@ -88,6 +94,7 @@ impl fmt::Display for Fault {
             FaultEffect::DrainStuck => write!(f, "drain:{node}:stuck"),
             FaultEffect::SyncLag(d) => write!(f, "sync:{node}:lag={}", humantime::format_duration(*d)),
             FaultEffect::ProbeErrors(r) => write!(f, "probe:{node}:errors={}%", r * 100.0),
+            FaultEffect::Drift { fact, value } => write!(f, "drift:{node}:{fact}={value}"),
         }
     }
 }

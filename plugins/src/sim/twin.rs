@@ -9,6 +9,8 @@
 //! of hours of simulated time runs in microseconds per step.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -17,7 +19,9 @@ use pitcrew_runtime::adapter::{
     TrafficSample, TrafficState,
 };
 use pitcrew_runtime::{AdapterError, Clock, ClusterKind, Inventory, Role};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use super::fault::{Fault, FaultEffect};
 use super::settings::SimSettings;
@@ -32,7 +36,7 @@ pub struct UnknownFaultNode {
     pub suggestions: Vec<String>,
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct NodeFaults {
     patch_fails: bool,
     reboot_hangs: bool,
@@ -41,7 +45,7 @@ struct NodeFaults {
     probe_errors: Option<f64>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct SimNode {
     name: String,
     cluster: usize,
@@ -61,10 +65,11 @@ struct SimNode {
     snapshots: u32,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct SimCluster {
+    name: String,
     kind: ClusterKind,
-    settings: Arc<SimSettings>,
+    settings: SimSettings,
     nodes: Vec<usize>,
     accounted: Duration,
     requests: f64,
@@ -72,11 +77,15 @@ struct SimCluster {
     interruption: Duration,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Twin {
+    /// Virtual time, saved with the state it belongs to.
+    clock_nanos: u64,
     clusters: Vec<SimCluster>,
-    cluster_index: HashMap<String, usize>,
     nodes: Vec<SimNode>,
+    #[serde(skip)]
+    cluster_index: HashMap<String, usize>,
+    #[serde(skip)]
     index: HashMap<String, usize>,
 }
 
@@ -85,6 +94,17 @@ struct Twin {
 pub struct SimTwin {
     clock: Clock,
     twin: Mutex<Twin>,
+    /// Where the state is saved after every change, if anywhere.
+    persist: Option<PathBuf>,
+}
+
+/// The twin's saved state cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TwinStateError {
+    #[error("cannot read the sim state {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("the sim state {path} was built from another inventory ({message})")]
+    Mismatch { path: String, message: String },
 }
 
 fn var_str(vars: &BTreeMap<String, serde_yaml::Value>, key: &str) -> Option<String> {
@@ -105,7 +125,7 @@ impl SimTwin {
         clock: Clock,
     ) -> Result<Self, UnknownFaultNode> {
         let mut twin =
-            Twin { clusters: Vec::new(), cluster_index: HashMap::new(), nodes: Vec::new(), index: HashMap::new() };
+            Twin { clock_nanos: 0, clusters: Vec::new(), cluster_index: HashMap::new(), nodes: Vec::new(), index: HashMap::new() };
         let defaults = Arc::new(SimSettings::default());
         for (ci, cluster) in inventory.clusters.iter().enumerate() {
             let settings = settings.get(&cluster.name).cloned().unwrap_or_else(|| defaults.clone());
@@ -134,8 +154,9 @@ impl SimTwin {
             }
             twin.cluster_index.insert(cluster.name.clone(), ci);
             twin.clusters.push(SimCluster {
+                name: cluster.name.clone(),
                 kind: cluster.kind,
-                settings,
+                settings: (*settings).clone(),
                 nodes: members,
                 accounted: Duration::ZERO,
                 requests: 0.0,
@@ -165,9 +186,69 @@ impl SimTwin {
                 FaultEffect::DrainStuck => f.drain_stuck = true,
                 FaultEffect::SyncLag(lag) => f.sync_lag = Some(lag),
                 FaultEffect::ProbeErrors(rate) => f.probe_errors = Some(rate),
+                FaultEffect::Drift { ref fact, ref value } => set_fact(&mut twin.nodes[i].base_facts, fact, value),
             }
         }
-        Ok(Self { clock, twin: Mutex::new(twin) })
+        Ok(Self { clock, twin: Mutex::new(twin), persist: None })
+    }
+
+    /// Saves the state to `path` after every change from now on.
+    pub fn persist_to(mut self, path: PathBuf) -> Result<Self, AdapterError> {
+        self.persist = Some(path);
+        self.save()?;
+        Ok(self)
+    }
+
+    /// Loads a saved twin; its node set must match the inventory's.
+    pub fn load(path: &Path, inventory: &Inventory) -> Result<Self, TwinStateError> {
+        let read_err = |message: String| TwinStateError::Read { path: path.display().to_string(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| read_err(e.to_string()))?;
+        let mut twin: Twin = serde_json::from_str(&text).map_err(|e| read_err(e.to_string()))?;
+        let saved: Vec<&str> = twin.nodes.iter().map(|n| n.name.as_str()).collect();
+        let wanted: Vec<&str> = inventory.node_names().collect();
+        if saved != wanted {
+            return Err(TwinStateError::Mismatch {
+                path: path.display().to_string(),
+                message: format!("it has nodes {} where the inventory has {}", saved.join(","), wanted.join(",")),
+            });
+        }
+        twin.reindex();
+        let clock = Clock::virtual_clock();
+        clock.advance(std::time::Duration::from_nanos(twin.clock_nanos));
+        Ok(Self { clock, twin: Mutex::new(twin), persist: Some(path.to_path_buf()) })
+    }
+
+    /// Applies a fault to a running twin (drift from outside any step).
+    pub fn apply_drift(&self, fault: &Fault) -> Result<(), AdapterError> {
+        if let FaultEffect::Drift { fact, value } = &fault.effect {
+            let mut twin = self.lock();
+            let i = Self::node_index(&twin, &fault.node)?;
+            set_fact(&mut twin.nodes[i].base_facts, fact, value);
+        }
+        self.save()
+    }
+
+    /// Writes the state (temp file, fsync, rename) when persistence is on.
+    fn save(&self) -> Result<(), AdapterError> {
+        let Some(path) = &self.persist else { return Ok(()) };
+        let text = {
+            let mut twin = self.lock();
+            twin.clock_nanos = u64::try_from(self.clock.now().as_nanos()).unwrap_or(u64::MAX);
+            serde_json::to_string(&*twin).map_err(|e| AdapterError::Failed(format!("cannot save the sim state: {e}")))?
+        };
+        let tmp = path.with_extension("tmp");
+        let write = || -> std::io::Result<()> {
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(text.as_bytes())?;
+            file.sync_data()?;
+            std::fs::rename(&tmp, path)
+        };
+        write().map_err(|e| AdapterError::Failed(format!("cannot save the sim state to {}: {e}", path.display())))
+    }
+
+    fn saved<T>(&self, result: Result<T, AdapterError>) -> Result<T, AdapterError> {
+        self.save()?;
+        result
     }
 
     pub fn clock(&self) -> &Clock {
@@ -216,7 +297,7 @@ impl SimTwin {
         Ok(TrafficState { in_service: twin.nodes[i].in_service, connections: twin.connections(i, now) })
     }
 
-    pub fn drain(&self, name: &str, timeout: Duration) -> Result<DrainReport, AdapterError> {
+    fn drain_now(&self, name: &str, timeout: Duration) -> Result<DrainReport, AdapterError> {
         let (needed, open) = self.with_node(name, |twin, i, now| {
             let open = twin.connections(i, now);
             let node = &mut twin.nodes[i];
@@ -250,7 +331,7 @@ impl SimTwin {
         }
     }
 
-    pub fn undrain(&self, name: &str) -> Result<(), AdapterError> {
+    fn undrain_now(&self, name: &str) -> Result<(), AdapterError> {
         self.with_node(name, |twin, i, now| {
             if !twin.up(i, now) {
                 return Err(AdapterError::Unreachable(format!("{name} is down")));
@@ -270,7 +351,7 @@ impl SimTwin {
         Ok(HostState { up: twin.up(i, self.clock.now()), version: twin.nodes[i].version.clone() })
     }
 
-    pub fn patch(&self, name: &str, params: &Params) -> Result<PatchReport, AdapterError> {
+    fn patch_now(&self, name: &str, params: &Params) -> Result<PatchReport, AdapterError> {
         let (result, took) = self.with_node(name, |twin, i, now| {
             if !twin.up(i, now) {
                 return Err(AdapterError::Unreachable(format!("{name} is down")));
@@ -301,7 +382,7 @@ impl SimTwin {
         result
     }
 
-    pub fn restore(&self, name: &str, patch: &PatchReport) -> Result<(), AdapterError> {
+    fn restore_now(&self, name: &str, patch: &PatchReport) -> Result<(), AdapterError> {
         let took = self.with_node(name, |twin, i, now| {
             if !twin.up(i, now) {
                 return Err(AdapterError::Unreachable(format!("{name} is down; its snapshot cannot be restored")));
@@ -316,7 +397,7 @@ impl SimTwin {
         Ok(())
     }
 
-    pub fn reboot(&self, name: &str, timeout: Duration) -> Result<Duration, AdapterError> {
+    fn reboot_now(&self, name: &str, timeout: Duration) -> Result<Duration, AdapterError> {
         let took = self.with_node(name, |twin, i, now| {
             let settings = twin.clusters[twin.nodes[i].cluster].settings.clone();
             let node = &mut twin.nodes[i];
@@ -341,7 +422,7 @@ impl SimTwin {
         }
     }
 
-    pub fn wait_healthy(&self, name: &str, timeout: Duration) -> Result<(), AdapterError> {
+    fn wait_healthy_now(&self, name: &str, timeout: Duration) -> Result<(), AdapterError> {
         let wait = {
             let twin = self.lock();
             let i = Self::node_index(&twin, name)?;
@@ -397,7 +478,7 @@ impl SimTwin {
     }
 
     /// Waits until every replica is within `max_lag`, or `timeout` passes.
-    pub fn wait_sync(&self, cluster: &str, max_lag: Duration, timeout: Duration) -> Result<SyncReport, AdapterError> {
+    fn wait_sync_now(&self, cluster: &str, max_lag: Duration, timeout: Duration) -> Result<SyncReport, AdapterError> {
         let wait = {
             let twin = self.lock();
             let c = Self::cluster_index(&twin, cluster)?;
@@ -428,7 +509,7 @@ impl SimTwin {
         self.sync_status(cluster)
     }
 
-    pub fn switchover(&self, cluster: &str, target: &str) -> Result<SwitchoverReport, AdapterError> {
+    fn switchover_now(&self, cluster: &str, target: &str) -> Result<SwitchoverReport, AdapterError> {
         let mut twin = self.lock();
         let c = Self::cluster_index(&twin, cluster)?;
         let now = self.clock.now();
@@ -459,7 +540,7 @@ impl SimTwin {
 
     // ----- probe --------------------------------------------------------------
 
-    pub fn probe(&self, name: &str) -> Result<ProbeReport, AdapterError> {
+    fn probe_now(&self, name: &str) -> Result<ProbeReport, AdapterError> {
         let report = {
             let twin = self.lock();
             let i = Self::node_index(&twin, name)?;
@@ -472,7 +553,7 @@ impl SimTwin {
         Ok(report)
     }
 
-    pub fn sample(&self, cluster: &str) -> Result<TrafficSample, AdapterError> {
+    fn sample_now(&self, cluster: &str) -> Result<TrafficSample, AdapterError> {
         let mut twin = self.lock();
         let c = Self::cluster_index(&twin, cluster)?;
         twin.account(c, self.clock.now());
@@ -485,7 +566,66 @@ impl SimTwin {
     }
 }
 
+/// Every change is saved before the adapter call returns, so a runner
+/// killed after the call finds the change on resume.
+impl SimTwin {
+    pub fn drain(&self, name: &str, timeout: Duration) -> Result<DrainReport, AdapterError> {
+        let result = self.drain_now(name, timeout);
+        self.saved(result)
+    }
+
+    pub fn undrain(&self, name: &str) -> Result<(), AdapterError> {
+        let result = self.undrain_now(name);
+        self.saved(result)
+    }
+
+    pub fn patch(&self, name: &str, params: &Params) -> Result<PatchReport, AdapterError> {
+        let result = self.patch_now(name, params);
+        self.saved(result)
+    }
+
+    pub fn restore(&self, name: &str, patch: &PatchReport) -> Result<(), AdapterError> {
+        let result = self.restore_now(name, patch);
+        self.saved(result)
+    }
+
+    pub fn reboot(&self, name: &str, timeout: Duration) -> Result<Duration, AdapterError> {
+        let result = self.reboot_now(name, timeout);
+        self.saved(result)
+    }
+
+    pub fn wait_healthy(&self, name: &str, timeout: Duration) -> Result<(), AdapterError> {
+        let result = self.wait_healthy_now(name, timeout);
+        self.saved(result)
+    }
+
+    pub fn wait_sync(&self, cluster: &str, max_lag: Duration, timeout: Duration) -> Result<SyncReport, AdapterError> {
+        let result = self.wait_sync_now(cluster, max_lag, timeout);
+        self.saved(result)
+    }
+
+    pub fn switchover(&self, cluster: &str, target: &str) -> Result<SwitchoverReport, AdapterError> {
+        let result = self.switchover_now(cluster, target);
+        self.saved(result)
+    }
+
+    pub fn probe(&self, name: &str) -> Result<ProbeReport, AdapterError> {
+        let result = self.probe_now(name);
+        self.saved(result)
+    }
+
+    pub fn sample(&self, cluster: &str) -> Result<TrafficSample, AdapterError> {
+        let result = self.sample_now(cluster);
+        self.saved(result)
+    }
+}
+
 impl Twin {
+    fn reindex(&mut self) {
+        self.index = self.nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
+        self.cluster_index = self.clusters.iter().enumerate().map(|(i, c)| (c.name.clone(), i)).collect();
+    }
+
     fn up(&self, i: usize, now: Duration) -> bool {
         self.nodes[i].down_until.is_none_or(|until| now >= until)
     }
@@ -606,5 +746,31 @@ fn base_facts(vars: &BTreeMap<String, serde_yaml::Value>) -> Facts {
         .filter(Value::is_object)
         .unwrap_or_else(|| json!({}));
     facts.insert("packages".into(), packages);
+    // Configured files are known by their content hash, as on a real host.
+    if let Some(serde_yaml::Value::Mapping(files)) = vars.get("files") {
+        let hashes: serde_json::Map<String, Value> = files
+            .iter()
+            .filter_map(|(path, content)| {
+                let path = path.as_str()?;
+                let content = content.as_str().unwrap_or_default();
+                Some((path.to_string(), json!(format!("sha256:{:x}", Sha256::digest(content.as_bytes())))))
+            })
+            .collect();
+        facts.insert("files".into(), Value::Object(hashes));
+    }
     facts
+}
+
+/// Sets a fact: a top-level fact by name (`kernel`), a dotted path
+/// (`files./etc/x`), or else a package (`openssl`).
+fn set_fact(facts: &mut Facts, fact: &str, value: &str) {
+    if facts.contains_key(fact) && !facts[fact].is_object() {
+        facts.insert(fact.to_string(), json!(value));
+        return;
+    }
+    let (group, key) = fact.split_once('.').unwrap_or(("packages", fact));
+    let entry = facts.entry(group.to_string()).or_insert_with(|| json!({}));
+    if let Value::Object(map) = entry {
+        map.insert(key.to_string(), json!(value));
+    }
 }
