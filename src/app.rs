@@ -76,7 +76,8 @@ impl Mode {
 
 fn check(playbook: &Path, inventory: Option<&Path>) -> u8 {
     if let Some(path) = inventory {
-        if let Err(e) = Inventory::load(path).map_err(PluginError::from).and_then(|inv| rehearsal_adapters(&inv, &[]).map(|_| ()))
+        if let Err(e) =
+            Inventory::load(path).map_err(PluginError::from).and_then(|inv| rehearsal_adapters(&inv, &[]).map(|_| ()))
         {
             render::report(e);
             return INVALID;
@@ -127,7 +128,11 @@ fn prepare(playbook: &Path, inventory: &Path, lib: &[PathBuf], state_dir: &Path)
 
 fn limits(args: &RunArgs, rehearsal: bool) -> Limits {
     let default_deadline = if rehearsal { Duration::from_secs(300) } else { Duration::from_secs(24 * 3600) };
-    Limits { max_operations: args.max_operations, deadline: args.deadline.unwrap_or(default_deadline), ..Limits::default() }
+    Limits {
+        max_operations: args.max_operations,
+        deadline: args.deadline.unwrap_or(default_deadline),
+        ..Limits::default()
+    }
 }
 
 fn run_id() -> String {
@@ -157,7 +162,11 @@ fn preflight(prepared: &Prepared, request: &RunRequest, args: &RunArgs, mode: &M
     if let Some(e) = &outcome.error {
         let src = &prepared.playbook.source;
         if e.is_refusal() {
-            render::report(render::run_diagnostic("refused in the preflight rehearsal (nothing was touched): ", e, src));
+            render::report(render::run_diagnostic(
+                "refused in the preflight rehearsal (nothing was touched): ",
+                e,
+                src,
+            ));
             return Err(finish_early(args, mode, &outcome, REFUSED));
         }
         let invalid = e.stop == StopKind::Step && e.domain_kind.as_deref() == Some("invalid");
@@ -280,7 +289,8 @@ fn run_journaled(
     let is_virtual = adapters.clock.is_virtual();
     let sink: Arc<dyn EventSink> = if output.quiet { Arc::new(NullSink) } else { Arc::new(ProgressSink::new()) };
     let exec = Arc::new(
-        Executor::new(prepared.inventory.clone(), adapters, prepared.runtime.handle().clone(), sink).with_recorder(recorder),
+        Executor::new(prepared.inventory.clone(), adapters, prepared.runtime.handle().clone(), sink)
+            .with_recorder(recorder),
     );
     if let Some(marker) = resumed {
         exec.journal_always(marker);
@@ -309,7 +319,15 @@ fn run_journaled(
     }
     eprint!("{}", render::summary(id, mode.name(), &outcome, code, wall, is_virtual));
     if output.json {
-        print_json(id, &prepared.playbook.source.display_name(), &prepared.inventory.source.display_name(), mode, &outcome, code, wall);
+        print_json(
+            id,
+            &prepared.playbook.source.display_name(),
+            &prepared.inventory.source.display_name(),
+            mode,
+            &outcome,
+            code,
+            wall,
+        );
     }
     code
 }
@@ -368,7 +386,10 @@ fn set_aside_torn_tail(path: &Path) -> Result<Option<PathBuf>, StateError> {
     let journal = journal::read(path)?;
     let Some(tail) = journal.torn_tail else { return Ok(None) };
     let io = |source| StateError::Write { path: path.display().to_string(), source };
-    let side = path.with_extension(format!("jsonl.torn-{}", SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())));
+    let side = path.with_extension(format!(
+        "jsonl.torn-{}",
+        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    ));
     std::fs::write(&side, tail.as_bytes()).map_err(io)?;
     let len = std::fs::metadata(path).map_err(io)?.len() - tail.len() as u64;
     let file = std::fs::OpenOptions::new().write(true).open(path).map_err(io)?;
@@ -448,7 +469,8 @@ fn resume(run: &str, output: &OutputArgs, break_lock: bool, state_dir: &Path) ->
         Err(e) => return fail(INVALID, e),
     };
     for (cluster, holder) in &broken {
-        let body = Body::LockBroken { cluster: cluster.clone(), holder: serde_json::to_value(holder).unwrap_or_default() };
+        let body =
+            Body::LockBroken { cluster: cluster.clone(), holder: serde_json::to_value(holder).unwrap_or_default() };
         if let Err(e) = writer.append(Duration::from_secs_f64(last.record.vt), body) {
             return fail(INVALID, e);
         }

@@ -47,16 +47,36 @@ fn describe(body: &Body) -> (String, String) {
     match body {
         Body::Header(h) => (
             "start".into(),
-            format!("{} {} on {} by {}@{} (pid {}), clusters {}", h.mode, h.playbook, h.inventory, h.operator, h.host, h.pid, h.clusters.join(",")),
+            format!(
+                "{} {} on {} by {}@{} (pid {}), clusters {}",
+                h.mode,
+                h.playbook,
+                h.inventory,
+                h.operator,
+                h.host,
+                h.pid,
+                h.clusters.join(",")
+            ),
         ),
         Body::Resumed { operator, host, pid, repaired } => (
             "resumed".into(),
-            format!("by {operator}@{host} (pid {pid}){}", repaired.as_ref().map(|r| format!("; {r}")).unwrap_or_default()),
+            format!(
+                "by {operator}@{host} (pid {pid}){}",
+                repaired.as_ref().map(|r| format!("; {r}")).unwrap_or_default()
+            ),
         ),
-        Body::LockBroken { cluster, holder } => ("lock".into(), format!("stale lock of {cluster} taken over from {holder}")),
-        Body::Intent { call, cluster, node, action, .. } => ("intent".into(), format!("#{call} {action} {}", target(node, cluster))),
+        Body::LockBroken { cluster, holder } => {
+            ("lock".into(), format!("stale lock of {cluster} taken over from {holder}"))
+        }
+        Body::Intent { call, cluster, node, action, .. } => {
+            ("intent".into(), format!("#{call} {action} {}", target(node, cluster)))
+        }
         Body::Outcome { call, cluster, node, action, ok, error, duration_s, reconciled, .. } => {
-            let status = if *ok { "ok".to_string() } else { error.as_ref().map_or("failed".into(), |e| format!("{}: {}", e.kind.as_str(), e.message)) };
+            let status = if *ok {
+                "ok".to_string()
+            } else {
+                error.as_ref().map_or("failed".into(), |e| format!("{}: {}", e.kind.as_str(), e.message))
+            };
             let how = if *reconciled { " (reconciled on resume)" } else { "" };
             ("outcome".into(), format!("#{call} {action} {} {status} in {duration_s:.1}s{how}", target(node, cluster)))
         }
@@ -132,12 +152,16 @@ pub fn runs(state_dir: &Path) -> u8 {
             return INVALID;
         }
     };
-    render::out(&format!("{:<22} {:<10} {:<20} {:<16} {:<32} nodes touched", "run", "mode", "started", "result", "playbook"));
+    render::out(&format!(
+        "{:<22} {:<10} {:<20} {:<16} {:<32} nodes touched",
+        "run", "mode", "started", "result", "playbook"
+    ));
     for id in ids {
         let path = state.journal_path(&id);
         let line = match journal::read(&path) {
             Ok(j) => {
-                let (mode, playbook) = j.header().map_or(("?".into(), "?".into()), |h| (h.mode.clone(), h.playbook.clone()));
+                let (mode, playbook) =
+                    j.header().map_or(("?".into(), "?".into()), |h| (h.mode.clone(), h.playbook.clone()));
                 let started = j.records.first().map_or(String::new(), |r| r.record.ts.chars().take(19).collect());
                 let result = j.ended().map_or_else(|| "unfinished".to_string(), |(r, _)| r.to_string());
                 let nodes: Vec<String> = touched(&j).into_iter().collect();

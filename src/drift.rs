@@ -116,7 +116,8 @@ fn text(report: &DriftReport) -> String {
     if !report.peers.is_empty() {
         out.push_str("peers that differ:\n");
         for d in &report.peers {
-            let values: Vec<String> = d.values.iter().map(|(n, v)| format!("{n}={}", v.as_deref().unwrap_or("(missing)"))).collect();
+            let values: Vec<String> =
+                d.values.iter().map(|(n, v)| format!("{n}={}", v.as_deref().unwrap_or("(missing)"))).collect();
             let mark = if d.critical { "  CRITICAL" } else { "" };
             out.push_str(&format!("  {:<10} {:<28} {}{mark}\n", d.cluster, d.fact, values.join("  ")));
         }

@@ -31,7 +31,10 @@ pub enum PluginError {
     #[diagnostic(code(pitcrew::fault::unknown_node), help("{}", fault_hint(.0)))]
     UnknownFaultNode(UnknownFaultNode),
     #[error("{0}")]
-    #[diagnostic(code(pitcrew::sim::state), help("the sim state lives in the state directory; remove the file to start from the inventory again"))]
+    #[diagnostic(
+        code(pitcrew::sim::state),
+        help("the sim state lives in the state directory; remove the file to start from the inventory again")
+    )]
     State(String),
 }
 
@@ -117,9 +120,14 @@ fn on_twin(inventory: &Inventory, twin: Arc<SimTwin>, settings: &HashMap<String,
 /// inventory names; sim settings come from the cluster's `sim` adapter
 /// instance where it has one. With `persist`, the twin's state is saved
 /// there after every change so the run can be resumed.
-pub fn rehearsal_twin(inventory: &Inventory, faults: &[Fault], persist: Option<PathBuf>) -> Result<BuiltAdapters, PluginError> {
+pub fn rehearsal_twin(
+    inventory: &Inventory,
+    faults: &[Fault],
+    persist: Option<PathBuf>,
+) -> Result<BuiltAdapters, PluginError> {
     let settings = cluster_settings(inventory)?;
-    let mut twin = SimTwin::new(inventory, &settings, faults, Clock::virtual_clock()).map_err(PluginError::UnknownFaultNode)?;
+    let mut twin =
+        SimTwin::new(inventory, &settings, faults, Clock::virtual_clock()).map_err(PluginError::UnknownFaultNode)?;
     if let Some(path) = persist {
         twin = twin.persist_to(path).map_err(|e| PluginError::State(e.to_string()))?;
     }

@@ -63,6 +63,10 @@ pub struct HostState {
     pub up: bool,
     /// The version or patch level the host reports.
     pub version: String,
+    /// Changes with every boot (Linux: /proc/sys/kernel/random/boot_id), so
+    /// a reboot interrupted by a crash can be recognised on resume.
+    #[serde(default)]
+    pub boot_id: Option<String>,
 }
 
 /// What a patch did; enough for the adapter to undo it.

@@ -115,7 +115,12 @@ pub fn compare_peers(
 }
 
 /// Facts of one node that differ from its baseline.
-pub fn compare_baseline(cluster: &str, node: &str, before: &BTreeMap<String, String>, now: &BTreeMap<String, String>) -> Vec<NodeChange> {
+pub fn compare_baseline(
+    cluster: &str,
+    node: &str,
+    before: &BTreeMap<String, String>,
+    now: &BTreeMap<String, String>,
+) -> Vec<NodeChange> {
     let names: BTreeSet<&String> = before.keys().chain(now.keys()).collect();
     names
         .into_iter()

@@ -25,8 +25,8 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapter::{
-    Adapters, CallCtx, ClusterAdapters, DrainReport, Facts, NodeRef, Params, PatchReport, ProbeReport, SwitchoverReport,
-    SyncReport, TrafficSample,
+    Adapters, CallCtx, ClusterAdapters, DrainReport, Facts, NodeRef, Params, PatchReport, ProbeReport,
+    SwitchoverReport, SyncReport, TrafficSample,
 };
 use crate::clock::Clock;
 use crate::error::{AdapterError, ErrorKind, StepError};
@@ -268,9 +268,9 @@ impl Executor {
     }
 
     fn node(&self, name: &str, action: Action) -> Result<(&Cluster, &NodeSpec), StepError> {
-        self.inventory
-            .node(name)
-            .ok_or_else(|| StepError::new(ErrorKind::Invalid, action, format!("no node named `{name}` in the inventory")))
+        self.inventory.node(name).ok_or_else(|| {
+            StepError::new(ErrorKind::Invalid, action, format!("no node named `{name}` in the inventory"))
+        })
     }
 
     fn adapters_of(&self, cluster: &Cluster) -> &ClusterAdapters {
@@ -349,8 +349,9 @@ impl Executor {
         match recorded {
             Some(Recorded::Read { what: w, target: t, result, vt }) if w == what && t == target => {
                 self.catch_up(vt);
-                let result: Result<T, StepError> = serde_json::from_value(result)
-                    .map_err(|e| StepError::new(ErrorKind::Failed, Action::Param, format!("journal read {call}: {e}")))?;
+                let result: Result<T, StepError> = serde_json::from_value(result).map_err(|e| {
+                    StepError::new(ErrorKind::Failed, Action::Param, format!("journal read {call}: {e}"))
+                })?;
                 return result;
             }
             Some(other) => return Err(self.diverged(call, &describe(&other), &format!("{what} {target}"))),
@@ -433,7 +434,8 @@ impl Executor {
     }
 
     fn refusal(&self, spec: &StepSpec<'_>, call: u64, refusal: Refusal) -> StepError {
-        let error = spec.error(StepError::new(ErrorKind::Refused, spec.action, refusal.message).with_hint(refusal.hint));
+        let error =
+            spec.error(StepError::new(ErrorKind::Refused, spec.action, refusal.message).with_hint(refusal.hint));
         self.refused_event(spec, call, &error);
         error
     }
@@ -508,8 +510,12 @@ impl Executor {
             return Err(StepError::cancelled(spec.action));
         }
         if let Some(failure) = self.recorder().failed.clone() {
-            return Err(StepError::new(ErrorKind::Cancelled, spec.action, format!("the journal cannot be written: {failure}"))
-                .with_hint("no further step runs without its audit record"));
+            return Err(StepError::new(
+                ErrorKind::Cancelled,
+                spec.action,
+                format!("the journal cannot be written: {failure}"),
+            )
+            .with_hint("no further step runs without its audit record"));
         }
         self.snapshot(spec.cluster)?;
         let (call_no, recorded) = self.recorder().next();
@@ -520,7 +526,8 @@ impl Executor {
             Some(Recorded::Done { action: a, node: n, result, vt }) if a == action && n == node => {
                 self.catch_up(vt);
                 let result: StepResult<T> = result.and_then(|v| {
-                    serde_json::from_value(v).map_err(|e| StepError::new(ErrorKind::Failed, spec.action, format!("journal: {e}")))
+                    serde_json::from_value(v)
+                        .map_err(|e| StepError::new(ErrorKind::Failed, spec.action, format!("journal: {e}")))
                 });
                 self.account(&spec, self.now());
                 after(&result);
@@ -543,7 +550,13 @@ impl Executor {
                 }
                 skip_intent = true;
             }
-            Some(other) => return Err(self.diverged(call_no, &describe(&other), &format!("{action} {}", node.as_deref().unwrap_or("")))),
+            Some(other) => {
+                return Err(self.diverged(
+                    call_no,
+                    &describe(&other),
+                    &format!("{action} {}", node.as_deref().unwrap_or("")),
+                ))
+            }
             None => {}
         }
 
@@ -552,10 +565,17 @@ impl Executor {
         }
         // Compensations are exempt: a rollback must run even past the window.
         if spec.action.changes_state() && !spec.compensating {
-            let estimate = self.adapters_of(spec.cluster).host.estimate(spec.action).unwrap_or_else(|| default_estimate(spec.action));
-            if let Err(refusal) =
-                guard::may_start_within_window(spec.action, self.now(), estimate, spec.cluster.policy.maintenance_window)
-            {
+            let estimate = self
+                .adapters_of(spec.cluster)
+                .host
+                .estimate(spec.action)
+                .unwrap_or_else(|| default_estimate(spec.action));
+            if let Err(refusal) = guard::may_start_within_window(
+                spec.action,
+                self.now(),
+                estimate,
+                spec.cluster.policy.maintenance_window,
+            ) {
                 return Err(self.refusal(&spec, call_no, refusal));
             }
         }
@@ -583,7 +603,11 @@ impl Executor {
             };
             let written = self.recorder().write(started, intent);
             if let Err(e) = written {
-                return Err(spec.error(StepError::new(ErrorKind::Cancelled, spec.action, format!("the journal cannot be written: {e}"))));
+                return Err(spec.error(StepError::new(
+                    ErrorKind::Cancelled,
+                    spec.action,
+                    format!("the journal cannot be written: {e}"),
+                )));
             }
             self.pause_point(call_no, "intent");
         }
@@ -606,7 +630,14 @@ impl Executor {
         }
     }
 
-    fn outcome_record<T: Serialize>(&self, spec: &StepSpec<'_>, call: u64, result: &StepResult<T>, took: Duration, reconciled: bool) {
+    fn outcome_record<T: Serialize>(
+        &self,
+        spec: &StepSpec<'_>,
+        call: u64,
+        result: &StepResult<T>,
+        took: Duration,
+        reconciled: bool,
+    ) {
         let (ok, value, error) = match result {
             Ok(v) => (true, serde_json::to_value(v).unwrap_or(Value::Null), None),
             Err(e) => (false, Value::Null, Some(spec.error(e.clone()))),
@@ -672,11 +703,21 @@ impl Executor {
             return;
         }
         let host = self.adapters_of(cluster).host.clone();
-        let Ok(facts) = self.bridge(Action::Facts, &self.abort, cluster.policy.step_timeout, host.facts(NodeRef { cluster, node: spec })) else {
+        let Ok(facts) = self.bridge(
+            Action::Facts,
+            &self.abort,
+            cluster.policy.step_timeout,
+            host.facts(NodeRef { cluster, node: spec }),
+        ) else {
             return;
         };
         let value = serde_json::to_value(&facts).unwrap_or(Value::Null);
-        self.journal(Body::Facts { node: spec.name.clone(), cluster: cluster.name.clone(), reason: reason.to_string(), facts: value.clone() });
+        self.journal(Body::Facts {
+            node: spec.name.clone(),
+            cluster: cluster.name.clone(),
+            reason: reason.to_string(),
+            facts: value.clone(),
+        });
         let dir = self.recorder().facts_dir.clone();
         if let Some(dir) = dir {
             let baseline = json!({ "node": spec.name, "cluster": cluster.name, "reason": reason, "facts": value });
@@ -722,7 +763,9 @@ impl Executor {
         self.step(
             spec,
             || {
-                let views = self.observe(cluster, Action::Drain).map_err(|e| Refusal { message: e.message, hint: String::new() })?;
+                let views = self
+                    .observe(cluster, Action::Drain)
+                    .map_err(|e| Refusal { message: e.message, hint: String::new() })?;
                 guard::may_drain(cluster.kind, &cluster.policy, &views, name)
             },
             |ctx| async move { traffic.drain(NodeRef { cluster, node }, &ctx).await },
@@ -730,8 +773,16 @@ impl Executor {
             |_| Ok(None),
             // The drain command may have reached the load balancer even when
             // waiting for zero connections failed: undraining is always safe.
-            |_| self.push(Compensation::Undrain { cluster: cluster.name.clone(), node: name.to_string() }, compensating),
-            |r| format!("{} connection(s) closed in {}", r.connections_at_start, humantime::format_duration(round(r.waited))),
+            |_| {
+                self.push(Compensation::Undrain { cluster: cluster.name.clone(), node: name.to_string() }, compensating)
+            },
+            |r| {
+                format!(
+                    "{} connection(s) closed in {}",
+                    r.connections_at_start,
+                    humantime::format_duration(round(r.waited))
+                )
+            },
         )
     }
 
@@ -758,14 +809,19 @@ impl Executor {
         self.step(
             spec,
             || {
-                let views = self.observe(cluster, Action::Undrain).map_err(|e| Refusal { message: e.message, hint: String::new() })?;
+                let views = self
+                    .observe(cluster, Action::Undrain)
+                    .map_err(|e| Refusal { message: e.message, hint: String::new() })?;
                 guard::may_undrain(&views, name)
             },
             |ctx| async move { traffic.undrain(NodeRef { cluster, node }, &ctx).await },
             |_| Ok(None),
             |r| {
                 if r.is_ok() {
-                    self.push(Compensation::Drain { cluster: cluster.name.clone(), node: name.to_string() }, compensating);
+                    self.push(
+                        Compensation::Drain { cluster: cluster.name.clone(), node: name.to_string() },
+                        compensating,
+                    );
                 }
             },
             |_| "in service".to_string(),
@@ -779,13 +835,15 @@ impl Executor {
 
     fn version_of(&self, cluster: &Cluster, node: &NodeSpec) -> StepResult<String> {
         let host = self.adapters_of(cluster).host.clone();
-        self.bridge(Action::Param, &self.abort, cluster.policy.step_timeout, host.state(NodeRef { cluster, node })).map(|s| s.version)
+        self.bridge(Action::Param, &self.abort, cluster.policy.step_timeout, host.state(NodeRef { cluster, node }))
+            .map(|s| s.version)
     }
 
     /// Patches a node that serves nobody; pushes a restore compensation.
     pub fn patch(&self, name: &str, params: &Params) -> StepResult<PatchReport> {
         let (cluster, node) = self.node(name, Action::Patch)?;
-        let from: String = self.read("version", name, || self.version_of(cluster, node).map_err(|e| e.on_node(&cluster.name, name)))?;
+        let from: String =
+            self.read("version", name, || self.version_of(cluster, node).map_err(|e| e.on_node(&cluster.name, name)))?;
         let host = self.adapters_of(cluster).host.clone();
         let spec = StepSpec {
             cluster,
@@ -811,9 +869,16 @@ impl Executor {
                     Ok(report) => report.clone(),
                     // A failed patch may have been half applied: record a
                     // restore to the version the node had.
-                    Err(_) => PatchReport { from_version: from.clone(), to_version: "unknown (patch failed)".into(), snapshot: None },
+                    Err(_) => PatchReport {
+                        from_version: from.clone(),
+                        to_version: "unknown (patch failed)".into(),
+                        snapshot: None,
+                    },
                 };
-                self.push(Compensation::Restore { cluster: cluster.name.clone(), node: name.to_string(), patch: record }, false);
+                self.push(
+                    Compensation::Restore { cluster: cluster.name.clone(), node: name.to_string(), patch: record },
+                    false,
+                );
                 if r.is_ok() {
                     self.state().patched.insert(name.to_string());
                 }
@@ -861,21 +926,42 @@ impl Executor {
     pub fn reboot(&self, name: &str) -> StepResult<Duration> {
         let (cluster, node) = self.node(name, Action::Reboot)?;
         let host = self.adapters_of(cluster).host.clone();
+        let boot_of = |host: &Arc<dyn crate::adapter::HostAdapter>| {
+            self.bridge(Action::Reboot, &self.abort, cluster.policy.step_timeout, host.state(NodeRef { cluster, node }))
+                .map(|s| s.boot_id)
+        };
+        let boot: Option<String> = self.read("boot", name, || boot_of(&host))?;
         let spec = StepSpec {
             cluster,
             node: Some(node),
             action: Action::Reboot,
             compensating: false,
             timeout: cluster.policy.reboot_timeout,
-            params: Value::Null,
+            params: json!({ "boot_id": boot }),
         };
+        let waiting = host.clone();
         let result = self.step(
             spec,
             || self.host_guard(cluster, name, Action::Reboot),
             |ctx| async move { host.reboot(NodeRef { cluster, node }, &ctx).await },
-            // A reboot cannot be seen afterwards; rebooting a node that
-            // serves nobody again is safe.
-            |_| Ok(None),
+            // A new boot id means the reboot happened: wait for the node
+            // instead of rebooting it again. Without boot ids, reboot again
+            // (safe: the node serves nobody).
+            |intent| {
+                let before = intent["boot_id"].as_str().map(str::to_string);
+                let now = boot_of(&waiting)?;
+                if before.is_none() || now == before {
+                    return Ok(None);
+                }
+                let ctx = self.ctx(cluster.policy.reboot_timeout, &self.cancel);
+                self.bridge(
+                    Action::Reboot,
+                    &self.cancel,
+                    cluster.policy.reboot_timeout,
+                    waiting.wait_healthy(NodeRef { cluster, node }, &ctx),
+                )?;
+                Ok(Some(Duration::ZERO))
+            },
             |_| {},
             |d| format!("back after {}", humantime::format_duration(round(*d))),
         );
@@ -890,7 +976,14 @@ impl Executor {
         let (cluster, node) = self.node(name, Action::WaitHealthy)?;
         let host = self.adapters_of(cluster).host.clone();
         let timeout = timeout.unwrap_or(cluster.policy.reboot_timeout);
-        let spec = StepSpec { cluster, node: Some(node), action: Action::WaitHealthy, compensating: false, timeout, params: Value::Null };
+        let spec = StepSpec {
+            cluster,
+            node: Some(node),
+            action: Action::WaitHealthy,
+            compensating: false,
+            timeout,
+            params: Value::Null,
+        };
         self.step(
             spec,
             || Ok(()),
@@ -926,7 +1019,10 @@ impl Executor {
                     }
                 };
                 if report.requests > 0 && report.failed == report.requests {
-                    return Err(AdapterError::Failed(format!("{name} did not answer any of {} probe request(s)", report.requests)));
+                    return Err(AdapterError::Failed(format!(
+                        "{name} did not answer any of {} probe request(s)",
+                        report.requests
+                    )));
                 }
                 Ok(report)
             },
@@ -1030,9 +1126,13 @@ impl Executor {
             .on_cluster(&cluster.name));
         };
         let Some(replication) = self.adapters_of(cluster).replication.clone() else {
-            return Err(StepError::new(ErrorKind::Invalid, Action::Switchover, "this cluster has no replication adapter")
-                .on_cluster(&cluster.name)
-                .with_hint("pools move users with drain/undrain"));
+            return Err(StepError::new(
+                ErrorKind::Invalid,
+                Action::Switchover,
+                "this cluster has no replication adapter",
+            )
+            .on_cluster(&cluster.name)
+            .with_hint("pools move users with drain/undrain"));
         };
         let roles = self.roles(cluster)?;
         let active = roles.iter().find(|(_, r)| *r == Role::Active).map(|(n, _)| n.clone()).unwrap_or_default();
@@ -1051,9 +1151,16 @@ impl Executor {
         self.step(
             spec,
             || {
-                let views = self.observe(cluster, Action::Switchover).map_err(|e| Refusal { message: e.message, hint: String::new() })?;
+                let views = self
+                    .observe(cluster, Action::Switchover)
+                    .map_err(|e| Refusal { message: e.message, hint: String::new() })?;
                 let current = self
-                    .bridge(Action::Switchover, &self.abort, cluster.policy.step_timeout, sync_replication.sync_status(cluster))
+                    .bridge(
+                        Action::Switchover,
+                        &self.abort,
+                        cluster.policy.step_timeout,
+                        sync_replication.sync_status(cluster),
+                    )
                     .map_err(|e| Refusal { message: e.message, hint: "check replication".into() })?;
                 let (last_check, last_change) = {
                     let state = self.state();
@@ -1079,7 +1186,10 @@ impl Executor {
             },
             |r| {
                 if let (Ok(report), false) = (r, compensating) {
-                    self.push(Compensation::SwitchBack { cluster: cluster.name.clone(), node: report.from.clone() }, false);
+                    self.push(
+                        Compensation::SwitchBack { cluster: cluster.name.clone(), node: report.from.clone() },
+                        false,
+                    );
                 }
             },
             |r| format!("{} -> {}, users held {} ms", r.from, r.to, r.paused.as_millis()),
@@ -1096,7 +1206,12 @@ impl Executor {
         })?;
         if !self.recorder().replaying() {
             let value = serde_json::to_value(&facts).unwrap_or(Value::Null);
-            self.journal(Body::Facts { node: name.to_string(), cluster: cluster.name.clone(), reason: "facts()".into(), facts: value });
+            self.journal(Body::Facts {
+                node: name.to_string(),
+                cluster: cluster.name.clone(),
+                reason: "facts()".into(),
+                facts: value,
+            });
         }
         Ok(facts)
     }
@@ -1109,10 +1224,18 @@ impl Executor {
             let mut nodes = BTreeMap::new();
             let mut report = crate::drift::DriftReport::default();
             for node in &cluster.nodes {
-                let facts = self.bridge(Action::Drift, &self.cancel, cluster.policy.step_timeout, host.facts(NodeRef { cluster, node }));
+                let facts = self.bridge(
+                    Action::Drift,
+                    &self.cancel,
+                    cluster.policy.step_timeout,
+                    host.facts(NodeRef { cluster, node }),
+                );
                 match facts {
                     Ok(facts) => {
-                        nodes.insert(node.name.clone(), crate::drift::flatten(&serde_json::to_value(&facts).unwrap_or(Value::Null)));
+                        nodes.insert(
+                            node.name.clone(),
+                            crate::drift::flatten(&serde_json::to_value(&facts).unwrap_or(Value::Null)),
+                        );
                     }
                     Err(e) if e.kind == ErrorKind::Cancelled => return Err(e),
                     Err(_) => report.unreachable.push(node.name.clone()),
@@ -1168,7 +1291,8 @@ impl Executor {
         let mut clusters = BTreeSet::new();
         // A partial rollback (one node inside `rolling`) answers for the
         // nodes it unwound; nodes patched earlier on purpose may serve.
-        let scope: Option<BTreeSet<String>> = (mark > 0).then(|| pending.iter().map(|c| c.node().to_string()).collect());
+        let scope: Option<BTreeSet<String>> =
+            (mark > 0).then(|| pending.iter().map(|c| c.node().to_string()).collect());
         for compensation in pending.into_iter().rev() {
             let result = match &compensation {
                 Compensation::Undrain { cluster, node } => {
@@ -1213,7 +1337,12 @@ impl Executor {
         self.switchover_step(cluster, node, true).map(|_| ())
     }
 
-    fn verify_service(&self, clusters: &BTreeSet<String>, scope: Option<&BTreeSet<String>>, report: &mut RollbackReport) {
+    fn verify_service(
+        &self,
+        clusters: &BTreeSet<String>,
+        scope: Option<&BTreeSet<String>>,
+        report: &mut RollbackReport,
+    ) {
         for name in clusters {
             let Ok(cluster) = self.cluster(name) else { continue };
             let views = match self.observe_recorded(cluster) {
@@ -1288,7 +1417,9 @@ impl Executor {
         let mut total = TrafficSample::default();
         for cluster in self.clusters_used().iter().filter_map(|name| self.inventory.cluster(name)) {
             let Some(probe) = self.adapters_of(cluster).probe.clone() else { continue };
-            if let Ok(sample) = self.bridge(Action::Probe, &self.abort, cluster.policy.step_timeout, probe.sample(cluster)) {
+            if let Ok(sample) =
+                self.bridge(Action::Probe, &self.abort, cluster.policy.step_timeout, probe.sample(cluster))
+            {
                 total.requests += sample.requests;
                 total.failed += sample.failed;
                 total.interruption += sample.interruption;
@@ -1300,7 +1431,9 @@ impl Executor {
 
 fn describe(recorded: &Recorded) -> String {
     match recorded {
-        Recorded::Done { action, node, .. } | Recorded::Pending { action, node, .. } | Recorded::Refused { action, node, .. } => {
+        Recorded::Done { action, node, .. }
+        | Recorded::Pending { action, node, .. }
+        | Recorded::Refused { action, node, .. } => {
             format!("{action} {}", node.as_deref().unwrap_or(""))
         }
         Recorded::Read { what, target, .. } => format!("{what} {target}"),

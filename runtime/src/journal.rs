@@ -40,7 +40,10 @@ pub struct StateDir {
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum StateError {
     #[error("cannot use state directory {path}: {source}")]
-    #[diagnostic(code(pitcrew::state::dir), help("pass --state-dir DIR or set PITCREW_STATE_DIR to a writable directory"))]
+    #[diagnostic(
+        code(pitcrew::state::dir),
+        help("pass --state-dir DIR or set PITCREW_STATE_DIR to a writable directory")
+    )]
     Dir {
         path: String,
         #[source]
@@ -64,7 +67,10 @@ pub enum StateError {
         source: std::io::Error,
     },
     #[error("journal {path}, record {line}: {message}")]
-    #[diagnostic(code(pitcrew::state::corrupt), help("`pitcrew audit verify RUN` shows the first bad record; nothing was changed"))]
+    #[diagnostic(
+        code(pitcrew::state::corrupt),
+        help("`pitcrew audit verify RUN` shows the first bad record; nothing was changed")
+    )]
     Corrupt { path: String, line: usize, message: String },
 }
 
@@ -74,7 +80,8 @@ impl StateDir {
         let root = root.into();
         for sub in ["runs", "locks", "facts", "sim"] {
             let dir = root.join(sub);
-            std::fs::create_dir_all(&dir).map_err(|source| StateError::Dir { path: dir.display().to_string(), source })?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|source| StateError::Dir { path: dir.display().to_string(), source })?;
         }
         // Fail now, not at the first intent, when the directory is read-only.
         let probe = root.join("runs").join(".writable");
@@ -122,7 +129,8 @@ impl StateDir {
         if exact.exists() {
             return Ok(exact);
         }
-        let matches: Vec<PathBuf> = self.run_ids()?.into_iter().filter(|id| id.starts_with(run)).map(|id| self.journal_path(&id)).collect();
+        let matches: Vec<PathBuf> =
+            self.run_ids()?.into_iter().filter(|id| id.starts_with(run)).map(|id| self.journal_path(&id)).collect();
         match matches.as_slice() {
             [one] => Ok(one.clone()),
             _ => Err(StateError::UnknownRun { run: run.to_string(), dir: self.root.display().to_string() }),
@@ -132,7 +140,8 @@ impl StateDir {
     /// Every run id, oldest first (ids start with a UTC timestamp).
     pub fn run_ids(&self) -> Result<Vec<String>, StateError> {
         let dir = self.root.join("runs");
-        let entries = std::fs::read_dir(&dir).map_err(|source| StateError::Dir { path: dir.display().to_string(), source })?;
+        let entries =
+            std::fs::read_dir(&dir).map_err(|source| StateError::Dir { path: dir.display().to_string(), source })?;
         let mut ids: Vec<String> = entries
             .filter_map(Result::ok)
             .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".jsonl")).map(str::to_string))
@@ -167,11 +176,25 @@ pub struct RunHeader {
 pub enum Body {
     Header(RunHeader),
     /// The run was resumed by another process.
-    Resumed { operator: String, host: String, pid: u32, repaired: Option<String> },
+    Resumed {
+        operator: String,
+        host: String,
+        pid: u32,
+        repaired: Option<String>,
+    },
     /// A lock held by a dead run was taken over with --break-lock.
-    LockBroken { cluster: String, holder: Value },
+    LockBroken {
+        cluster: String,
+        holder: Value,
+    },
     /// A step is about to call its adapter.
-    Intent { call: u64, cluster: String, node: Option<String>, action: String, params: Value },
+    Intent {
+        call: u64,
+        cluster: String,
+        node: Option<String>,
+        action: String,
+        params: Value,
+    },
     /// What the adapter call did.
     Outcome {
         call: u64,
@@ -186,16 +209,42 @@ pub enum Body {
         reconciled: bool,
     },
     /// A guard refused a step; nothing was touched.
-    Refused { call: u64, cluster: String, node: Option<String>, action: String, error: StepError },
+    Refused {
+        call: u64,
+        cluster: String,
+        node: Option<String>,
+        action: String,
+        error: StepError,
+    },
     /// An observation the playbook saw (replayed on resume).
-    Read { call: u64, what: String, target: String, result: Value },
+    Read {
+        call: u64,
+        what: String,
+        target: String,
+        result: Value,
+    },
     /// A fact snapshot of a node.
-    Facts { node: String, cluster: String, reason: String, facts: Value },
-    Log { text: String },
-    RollbackStarted { reason: String, steps: usize },
-    RollbackFinished { ok: bool },
+    Facts {
+        node: String,
+        cluster: String,
+        reason: String,
+        facts: Value,
+    },
+    Log {
+        text: String,
+    },
+    RollbackStarted {
+        reason: String,
+        steps: usize,
+    },
+    RollbackFinished {
+        ok: bool,
+    },
     /// The run finished; nothing may follow.
-    End { result: String, exit_code: u8 },
+    End {
+        result: String,
+        exit_code: u8,
+    },
 }
 
 /// A record as written: sequence, times, run id, body, chain.
@@ -330,7 +379,9 @@ pub fn read(path: &Path) -> Result<Journal, StateError> {
     let mut number = 0;
     loop {
         line.clear();
-        let n = reader.read_line(&mut line).map_err(|source| StateError::Read { path: path.display().to_string(), source })?;
+        let n = reader
+            .read_line(&mut line)
+            .map_err(|source| StateError::Read { path: path.display().to_string(), source })?;
         if n == 0 {
             break;
         }
@@ -372,7 +423,8 @@ pub struct ChainBreak {
 /// record, the sequence, and that nothing follows the end record. Returns the
 /// number of records when intact.
 pub fn verify(path: &Path) -> Result<Result<usize, ChainBreak>, StateError> {
-    let text = std::fs::read_to_string(path).map_err(|source| StateError::Read { path: path.display().to_string(), source })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| StateError::Read { path: path.display().to_string(), source })?;
     let mut prev = GENESIS.to_string();
     let mut ended = false;
     let mut count = 0;

@@ -60,7 +60,8 @@ pub fn holder_alive(holder: &LockHolder) -> bool {
         // Another machine: pitcrew cannot tell, so it assumes alive.
         return true;
     }
-    std::fs::read(format!("/proc/{}/cmdline", holder.pid)).is_ok_and(|cmd| String::from_utf8_lossy(&cmd).contains("pitcrew"))
+    std::fs::read(format!("/proc/{}/cmdline", holder.pid))
+        .is_ok_and(|cmd| String::from_utf8_lossy(&cmd).contains("pitcrew"))
 }
 
 /// Locks held by this run; released when dropped.

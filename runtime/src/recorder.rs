@@ -51,7 +51,10 @@ impl Recorder {
             let vt = stored.record.vt;
             match &stored.record.body {
                 Body::Intent { call, node, action, params, .. } => {
-                    replay.insert(*call, Recorded::Pending { action: action.clone(), node: node.clone(), params: params.clone() });
+                    replay.insert(
+                        *call,
+                        Recorded::Pending { action: action.clone(), node: node.clone(), params: params.clone() },
+                    );
                 }
                 Body::Outcome { call, node, action, ok, result, error, .. } => {
                     let result = match (ok, error) {
@@ -61,10 +64,16 @@ impl Recorder {
                     replay.insert(*call, Recorded::Done { action: action.clone(), node: node.clone(), result, vt });
                 }
                 Body::Refused { call, node, action, error, .. } => {
-                    replay.insert(*call, Recorded::Refused { action: action.clone(), node: node.clone(), error: error.clone() });
+                    replay.insert(
+                        *call,
+                        Recorded::Refused { action: action.clone(), node: node.clone(), error: error.clone() },
+                    );
                 }
                 Body::Read { call, what, target, result } => {
-                    replay.insert(*call, Recorded::Read { what: what.clone(), target: target.clone(), result: result.clone(), vt });
+                    replay.insert(
+                        *call,
+                        Recorded::Read { what: what.clone(), target: target.clone(), result: result.clone(), vt },
+                    );
                 }
                 _ => {}
             }

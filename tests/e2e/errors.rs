@@ -43,9 +43,10 @@ fn inventory_errors_are_located_with_a_hint() {
     let p = Pitcrew::new();
     let text = std::fs::read_to_string(crate::support::root().join(DEMO)).expect("demo inventory");
     let inventory = p.file("inv.yaml", &text.replace("min_in_service: 3", "min_in_service: 4"));
+    let line = text.lines().position(|l| l.trim() == "min_in_service: 3").expect("web policy") + 1;
     let out = p.args(["check", "playbooks/rolling_pool.rhai", "-i", inventory.as_str()]).run();
     out.expect_code(2)
-        .expect_stderr("inv.yaml:39:7: pool `web` has 4 node(s) and min_in_service 4")
+        .expect_stderr(&format!("inv.yaml:{line}:7: pool `web` has 4 node(s) and min_in_service 4"))
         .expect_stderr("lower min_in_service to at most 3");
 }
 

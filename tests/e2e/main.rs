@@ -4,6 +4,9 @@
 
 mod support;
 
+mod audit;
+mod drift;
 mod errors;
 mod guards;
 mod rehearsals;
+mod resume;

@@ -17,6 +17,7 @@ pub fn root() -> PathBuf {
 pub struct Pitcrew {
     args: Vec<String>,
     dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
 }
 
 /// What an invocation printed and returned.
@@ -29,7 +30,17 @@ pub struct Output {
 
 impl Pitcrew {
     pub fn new() -> Self {
-        Self { args: Vec::new(), dir: tempfile::tempdir().expect("temp dir") }
+        Self { args: Vec::new(), dir: tempfile::tempdir().expect("temp dir"), env: Vec::new() }
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// This invocation's private state directory (journals, locks, sim state).
+    pub fn state_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("state")
     }
 
     pub fn args<I, S>(mut self, args: I) -> Self
@@ -53,13 +64,22 @@ impl Pitcrew {
         Self::new().args(["rehearse", playbook, "-i", DEMO, "--json", "-q"]).args(extra).run()
     }
 
-    pub fn run(self) -> Output {
-        let out = Command::new(env!("CARGO_BIN_EXE_pitcrew"))
+    /// The command, with a private state dir unless one was given.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pitcrew"));
+        command
             .args(&self.args)
             .current_dir(root())
             .env_remove("PITCREW_LIB")
-            .output()
-            .expect("run pitcrew");
+            .env("PITCREW_STATE_DIR", self.state_dir());
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        command
+    }
+
+    pub fn run(self) -> Output {
+        let out = self.command().output().expect("run pitcrew");
         Output {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -125,4 +145,63 @@ pub fn assert_service_on_unpatched_nodes(json: &Value, min_serving: usize) {
 
 pub fn playbook(name: &str) -> String {
     Path::new("playbooks").join(name).display().to_string()
+}
+
+/// Starts `pitcrew` stopped at `CALL:PHASE` (the runtime's test hook),
+/// waits until it says it is there, then SIGKILLs it. Returns false when the
+/// run finished without reaching that point.
+pub fn kill_at(args: &[&str], state_dir: &Path, pause: &str) -> bool {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = Pitcrew::new()
+        .args(args)
+        .env("PITCREW_STATE_DIR", &state_dir.display().to_string())
+        .env("PITCREW_TEST_PAUSE_AT", pause)
+        .command()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pitcrew");
+    let stderr = child.stderr.take().expect("stderr");
+    let paused = BufReader::new(stderr).lines().map_while(Result::ok).any(|line| line.starts_with("PITCREW-PAUSED"));
+    if paused {
+        child.kill().expect("SIGKILL");
+    }
+    child.wait().expect("reap");
+    paused
+}
+
+/// A state dir shared by several invocations.
+pub fn in_state(state_dir: &Path, args: &[&str]) -> Output {
+    Pitcrew::new().args(args).env("PITCREW_STATE_DIR", &state_dir.display().to_string()).run()
+}
+
+/// The run ids of a state dir, oldest first.
+pub fn run_ids(state_dir: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(state_dir.join("runs"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().to_str()?.strip_suffix(".jsonl").map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+/// The records of a run's journal.
+pub fn records(state_dir: &Path, run: &str) -> Vec<Value> {
+    std::fs::read_to_string(state_dir.join("runs").join(format!("{run}.jsonl")))
+        .expect("journal")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("record"))
+        .collect()
+}
+
+/// The call numbers of the steps (intents) of a clean rehearsal.
+pub fn step_calls(args: &[&str]) -> Vec<u64> {
+    let dir = tempfile::tempdir().expect("tmp");
+    in_state(dir.path(), args);
+    let run = run_ids(dir.path()).pop().expect("a run");
+    records(dir.path(), &run).iter().filter(|r| r["kind"] == "intent").filter_map(|r| r["call"].as_u64()).collect()
 }

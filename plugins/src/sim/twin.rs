@@ -63,6 +63,8 @@ struct SimNode {
     faults: NodeFaults,
     base_facts: Facts,
     snapshots: u32,
+    #[serde(default)]
+    boots: u32,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -124,8 +126,13 @@ impl SimTwin {
         faults: &[Fault],
         clock: Clock,
     ) -> Result<Self, UnknownFaultNode> {
-        let mut twin =
-            Twin { clock_nanos: 0, clusters: Vec::new(), cluster_index: HashMap::new(), nodes: Vec::new(), index: HashMap::new() };
+        let mut twin = Twin {
+            clock_nanos: 0,
+            clusters: Vec::new(),
+            cluster_index: HashMap::new(),
+            nodes: Vec::new(),
+            index: HashMap::new(),
+        };
         let defaults = Arc::new(SimSettings::default());
         for (ci, cluster) in inventory.clusters.iter().enumerate() {
             let settings = settings.get(&cluster.name).cloned().unwrap_or_else(|| defaults.clone());
@@ -150,6 +157,7 @@ impl SimTwin {
                     faults: NodeFaults::default(),
                     base_facts,
                     snapshots: 0,
+                    boots: 0,
                 });
             }
             twin.cluster_index.insert(cluster.name.clone(), ci);
@@ -234,7 +242,8 @@ impl SimTwin {
         let text = {
             let mut twin = self.lock();
             twin.clock_nanos = u64::try_from(self.clock.now().as_nanos()).unwrap_or(u64::MAX);
-            serde_json::to_string(&*twin).map_err(|e| AdapterError::Failed(format!("cannot save the sim state: {e}")))?
+            serde_json::to_string(&*twin)
+                .map_err(|e| AdapterError::Failed(format!("cannot save the sim state: {e}")))?
         };
         let tmp = path.with_extension("tmp");
         let write = || -> std::io::Result<()> {
@@ -348,7 +357,12 @@ impl SimTwin {
     pub fn host_state(&self, name: &str) -> Result<HostState, AdapterError> {
         let twin = self.lock();
         let i = Self::node_index(&twin, name)?;
-        Ok(HostState { up: twin.up(i, self.clock.now()), version: twin.nodes[i].version.clone() })
+        let node = &twin.nodes[i];
+        Ok(HostState {
+            up: twin.up(i, self.clock.now()),
+            version: node.version.clone(),
+            boot_id: Some(format!("{}-boot-{}", node.name, node.boots)),
+        })
     }
 
     fn patch_now(&self, name: &str, params: &Params) -> Result<PatchReport, AdapterError> {
@@ -401,6 +415,7 @@ impl SimTwin {
         let took = self.with_node(name, |twin, i, now| {
             let settings = twin.clusters[twin.nodes[i].cluster].settings.clone();
             let node = &mut twin.nodes[i];
+            node.boots += 1;
             if node.faults.reboot_hangs {
                 node.down_until = Some(Duration::MAX);
                 return Ok(None);
