@@ -116,7 +116,7 @@ pub fn show(state_dir: &Path, run: &str) -> u8 {
         render::out(&format!("{:>4}  {}  {at}  {kind:<8} {text}", r.seq, r.ts));
     }
     if journal.torn_tail.is_some() {
-        render::out(&format!("      (the last record was cut short: the runner died while writing it)"));
+        render::out("      (the last record was cut short: the runner died while writing it)");
     }
     SUCCESS
 }

@@ -345,7 +345,7 @@ impl Executor {
         target: &str,
         live: impl FnOnce() -> StepResult<T>,
     ) -> StepResult<T> {
-        let (call, recorded) = self.recorder().next();
+        let (call, recorded) = self.recorder().next_call();
         match recorded {
             Some(Recorded::Read { what: w, target: t, result, vt }) if w == what && t == target => {
                 self.catch_up(vt);
@@ -518,7 +518,7 @@ impl Executor {
             .with_hint("no further step runs without its audit record"));
         }
         self.snapshot(spec.cluster)?;
-        let (call_no, recorded) = self.recorder().next();
+        let (call_no, recorded) = self.recorder().next_call();
         let action = spec.action.as_str();
         let node = spec.node_name().map(str::to_string);
         let mut skip_intent = false;
@@ -862,7 +862,7 @@ impl Executor {
             |intent| {
                 let before = intent["from_version"].as_str().unwrap_or_default().to_string();
                 let now = self.version_of(cluster, node)?;
-                Ok((now != before).then(|| PatchReport { from_version: before, to_version: now, snapshot: None }))
+                Ok((now != before).then_some(PatchReport { from_version: before, to_version: now, snapshot: None }))
             },
             |r| {
                 let record = match r {

@@ -83,7 +83,7 @@ impl Recorder {
     }
 
     /// The next call number and what the journal recorded for it.
-    pub fn next(&mut self) -> (u64, Option<Recorded>) {
+    pub fn next_call(&mut self) -> (u64, Option<Recorded>) {
         let call = self.next_call;
         self.next_call += 1;
         (call, self.replay.remove(&call))

@@ -97,7 +97,7 @@ fn a_killed_run_that_was_rolling_back_finishes_its_rollback_on_resume() {
         .iter()
         .filter(|r| r["kind"] == "intent" && r["action"] == "restore")
         .filter_map(|r| r["call"].as_u64())
-        .last()
+        .next_back()
         .expect("a restore in the rollback");
     let dir = tempfile::tempdir().expect("tmp");
     assert!(kill_at(&args, dir.path(), &format!("{undo}:call")));
