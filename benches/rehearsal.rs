@@ -127,4 +127,27 @@ fn main() {
     assert_eq!(outcome.result, RunResult::Succeeded, "{:?}", outcome.error);
     println!("  step through Rhai (probe)        {:>6.2} us", scripted.as_secs_f64() * 1e6 / n as f64);
     println!("  peak RSS                         {:>6.1} MiB", peak_rss_mib());
+
+    // The whole command as an operator runs it: preflight, locks, fsynced
+    // journal, twin state saved after every change.
+    let dir = tempfile::tempdir().expect("tmp");
+    let inventory_path = dir.path().join("fleet.yaml");
+    let playbook_path = dir.path().join("rolling_all.rhai");
+    std::fs::write(&inventory_path, fleet(clusters, nodes / clusters)).expect("write fleet");
+    std::fs::write(&playbook_path, ROLLING_ALL).expect("write playbook");
+    let t = Instant::now();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_pitcrew"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .args(["rehearse", "-q", "--max-operations", "100000000"])
+        .arg(&playbook_path)
+        .arg("-i")
+        .arg(&inventory_path)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run pitcrew");
+    println!(
+        "  `pitcrew rehearse` end to end (journal + twin state): {:.0} ms ({status})",
+        t.elapsed().as_secs_f64() * 1e3
+    );
 }

@@ -5,7 +5,7 @@
 //! (`packages.openssl`), so an operator can mark any leaf critical in the
 //! inventory (`critical_facts: [packages.openssl, kernel]`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
@@ -82,57 +82,88 @@ impl DriftReport {
 }
 
 /// Facts on which the nodes of one cluster differ, fact by fact.
+///
+/// The maps are sorted, so this walks them together once (a k-way merge):
+/// no fact is copied unless the peers disagree on it.
 pub fn compare_peers(
     cluster: &str,
     nodes: &BTreeMap<String, BTreeMap<String, String>>,
     critical: &[String],
 ) -> Vec<PeerDifference> {
-    let names: BTreeSet<&String> = nodes.values().flat_map(BTreeMap::keys).collect();
+    let mut heads: Vec<_> = nodes.iter().map(|(name, facts)| (name, facts.iter().peekable())).collect();
     let mut diffs = Vec::new();
-    for fact in names {
-        let mut values = BTreeMap::new();
+    loop {
+        let Some(fact) = heads.iter_mut().filter_map(|(_, it)| it.peek().map(|(k, _)| *k)).min() else { break };
         let mut first: Option<Option<&String>> = None;
         let mut differs = false;
-        for (node, facts) in nodes {
-            let value = facts.get(fact);
+        let mut row: Vec<(&String, Option<&String>)> = Vec::with_capacity(heads.len());
+        for (name, it) in heads.iter_mut() {
+            let value = match it.peek() {
+                Some((k, _)) if *k == fact => it.next().map(|(_, v)| v),
+                _ => None,
+            };
             match first {
                 None => first = Some(value),
                 Some(f) if f != value => differs = true,
                 _ => {}
             }
-            values.insert(node.clone(), value.cloned());
+            row.push((name, value));
         }
         if differs {
             diffs.push(PeerDifference {
                 cluster: cluster.to_string(),
                 fact: fact.clone(),
-                values,
-                critical: critical.iter().any(|c| c == fact || fact.starts_with(&format!("{c}."))),
+                values: row.into_iter().map(|(n, v)| (n.clone(), v.cloned())).collect(),
+                critical: critical
+                    .iter()
+                    .any(|c| c == fact || fact.strip_prefix(c.as_str()).is_some_and(|rest| rest.starts_with('.'))),
             });
         }
     }
     diffs
 }
 
-/// Facts of one node that differ from its baseline.
+/// Facts of one node that differ from its baseline (one merge-walk).
 pub fn compare_baseline(
     cluster: &str,
     node: &str,
     before: &BTreeMap<String, String>,
     now: &BTreeMap<String, String>,
 ) -> Vec<NodeChange> {
-    let names: BTreeSet<&String> = before.keys().chain(now.keys()).collect();
-    names
-        .into_iter()
-        .filter(|fact| before.get(*fact) != now.get(*fact))
-        .map(|fact| NodeChange {
-            cluster: cluster.to_string(),
-            node: node.to_string(),
-            fact: fact.clone(),
-            before: before.get(fact).cloned(),
-            now: now.get(fact).cloned(),
-        })
-        .collect()
+    let change = |fact: &String, before: Option<&String>, now: Option<&String>| NodeChange {
+        cluster: cluster.to_string(),
+        node: node.to_string(),
+        fact: fact.clone(),
+        before: before.cloned(),
+        now: now.cloned(),
+    };
+    let (mut a, mut b) = (before.iter().peekable(), now.iter().peekable());
+    let mut changes = Vec::new();
+    loop {
+        match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some((ka, va)), Some((kb, vb))) if ka == kb => {
+                if va != vb {
+                    changes.push(change(ka, Some(va), Some(vb)));
+                }
+                a.next();
+                b.next();
+            }
+            (Some((ka, va)), Some((kb, _))) if ka < kb => {
+                changes.push(change(ka, Some(va), None));
+                a.next();
+            }
+            (Some((ka, va)), None) => {
+                changes.push(change(ka, Some(va), None));
+                a.next();
+            }
+            (_, Some((kb, vb))) => {
+                changes.push(change(kb, None, Some(vb)));
+                b.next();
+            }
+        }
+    }
+    changes
 }
 
 fn baseline_path(dir: &Path, node: &str) -> std::path::PathBuf {

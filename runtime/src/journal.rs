@@ -334,7 +334,19 @@ impl JournalWriter {
         let write_err = |source| StateError::Write { path: self.path.display().to_string(), source };
         let (line, hash) = seal(&record).map_err(|e| write_err(std::io::Error::other(e)))?;
         self.file.write_all(line.as_bytes()).map_err(write_err)?;
-        if self.sync {
+        // Intents must be on disk before the adapter is called; outcomes and
+        // run markers right after. Reads, logs and fact snapshots ride along
+        // with the next fsync (fdatasync flushes everything before it).
+        let durable = matches!(
+            record.body,
+            Body::Header(_)
+                | Body::Intent { .. }
+                | Body::Outcome { .. }
+                | Body::Resumed { .. }
+                | Body::LockBroken { .. }
+                | Body::End { .. }
+        );
+        if self.sync && durable {
             self.file.sync_data().map_err(write_err)?;
         }
         self.seq += 1;
