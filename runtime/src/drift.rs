@@ -92,8 +92,7 @@ pub fn compare_peers(
 ) -> Vec<PeerDifference> {
     let mut heads: Vec<_> = nodes.iter().map(|(name, facts)| (name, facts.iter().peekable())).collect();
     let mut diffs = Vec::new();
-    loop {
-        let Some(fact) = heads.iter_mut().filter_map(|(_, it)| it.peek().map(|(k, _)| *k)).min() else { break };
+    while let Some(fact) = heads.iter_mut().filter_map(|(_, it)| it.peek().map(|(k, _)| *k)).min() {
         let mut first: Option<Option<&String>> = None;
         let mut differs = false;
         let mut row: Vec<(&String, Option<&String>)> = Vec::with_capacity(heads.len());
