@@ -30,6 +30,29 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
 }
 
+/// Keys whose values never reach the audit trail.
+const SECRET_WORDS: &[&str] =
+    &["password", "passwd", "secret", "token", "apikey", "api_key", "credential", "private_key"];
+
+/// Replaces the value of every key that names a secret with `[redacted]`,
+/// at any depth.
+pub fn redact(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                let lower = key.to_ascii_lowercase();
+                if SECRET_WORDS.iter().any(|w| lower.contains(w)) {
+                    *v = Value::String("[redacted]".into());
+                } else {
+                    redact(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
 /// The state directory: `runs/` (journals, twins), `locks/`, `facts/`, `sim/`.
 #[derive(Debug, Clone)]
 pub struct StateDir {
@@ -322,7 +345,12 @@ impl JournalWriter {
     }
 
     /// Writes one record and, by default, fsyncs it before returning.
-    pub fn append(&mut self, vt: Duration, body: Body) -> Result<(), StateError> {
+    pub fn append(&mut self, vt: Duration, mut body: Body) -> Result<(), StateError> {
+        match &mut body {
+            Body::Header(header) => redact(&mut header.params),
+            Body::Intent { params, .. } => redact(params),
+            _ => {}
+        }
         let record = Record {
             seq: self.seq,
             ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
@@ -523,6 +551,16 @@ mod tests {
 
     fn break_of(path: &Path) -> ChainBreak {
         verify(path).expect("readable").expect_err("chain should be broken")
+    }
+
+    #[test]
+    fn secrets_in_parameters_are_redacted() {
+        let mut value = serde_json::json!({"version": "1.2", "db_password": "hunter2", "nested": {"API_TOKEN": "x"}, "list": [{"secret": 1}]});
+        redact(&mut value);
+        assert_eq!(value["version"], "1.2");
+        assert_eq!(value["db_password"], "[redacted]");
+        assert_eq!(value["nested"]["API_TOKEN"], "[redacted]");
+        assert_eq!(value["list"][0]["secret"], "[redacted]");
     }
 
     #[test]

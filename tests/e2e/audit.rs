@@ -127,3 +127,14 @@ fn unknown_runs_and_missing_state_dirs_are_clear_errors() {
     in_state(&missing, &["runs"]).expect_code(2).expect_stderr("cannot use state directory");
     assert!(!missing.exists(), "reading commands create nothing");
 }
+
+#[test]
+fn secret_parameters_never_reach_the_audit_trail() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let args = ["rehearse", "playbooks/rolling_pool.rhai", "-i", DEMO, "-q", "--param", "db_password=hunter2"];
+    in_state(dir.path(), &args).expect_code(0);
+    let id = run_ids(dir.path()).pop().expect("a run");
+    let text = std::fs::read_to_string(journal(dir.path(), &id)).expect("journal");
+    assert!(!text.contains("hunter2"), "the secret leaked into the journal");
+    assert_eq!(records(dir.path(), &id)[0]["params"]["db_password"], "[redacted]");
+}
