@@ -747,11 +747,7 @@ impl Executor {
 
     fn drain_step(&self, name: &str, compensating: bool) -> StepResult<DrainReport> {
         let (cluster, node) = self.node(name, Action::Drain)?;
-        let traffic = self.adapters_of(cluster).traffic.clone().ok_or_else(|| {
-            StepError::new(ErrorKind::Invalid, Action::Drain, "this cluster has no traffic adapter")
-                .on_node(&cluster.name, name)
-                .with_hint("active/passive clusters move users with switchover")
-        })?;
+        let traffic = self.traffic_of(cluster, name, Action::Drain)?;
         let spec = StepSpec {
             cluster,
             node: Some(node),
@@ -793,11 +789,7 @@ impl Executor {
 
     fn undrain_step(&self, name: &str, compensating: bool) -> StepResult<()> {
         let (cluster, node) = self.node(name, Action::Undrain)?;
-        let traffic = self.adapters_of(cluster).traffic.clone().ok_or_else(|| {
-            StepError::new(ErrorKind::Invalid, Action::Undrain, "this cluster has no traffic adapter")
-                .on_node(&cluster.name, name)
-                .with_hint("active/passive clusters move users with switchover")
-        })?;
+        let traffic = self.traffic_of(cluster, name, Action::Undrain)?;
         let spec = StepSpec {
             cluster,
             node: Some(node),
@@ -826,6 +818,19 @@ impl Executor {
             },
             |_| "in service".to_string(),
         )
+    }
+
+    fn traffic_of(
+        &self,
+        cluster: &Cluster,
+        node: &str,
+        action: Action,
+    ) -> StepResult<Arc<dyn crate::adapter::TrafficAdapter>> {
+        self.adapters_of(cluster).traffic.clone().ok_or_else(|| {
+            StepError::new(ErrorKind::Invalid, action, "this cluster has no traffic adapter")
+                .on_node(&cluster.name, node)
+                .with_hint("active/passive clusters move users with switchover")
+        })
     }
 
     fn host_guard(&self, cluster: &Cluster, name: &str, action: Action) -> Result<(), Refusal> {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::support::{in_state, kill_at, records, run_ids, step_calls, Pitcrew, DEMO};
+use crate::support::{in_state, kill_at, records, run_ids, spawn_paused, step_calls, Pitcrew, DEMO};
 
 /// What must be equal between an interrupted-and-resumed run and a clean
 /// one: the cluster's final state, the steps and what users saw. (Elapsed
@@ -152,23 +152,10 @@ fn resume_refuses_a_changed_playbook_and_a_finished_run() {
 
 #[test]
 fn one_run_per_cluster_live_holders_block_and_stale_ones_need_break_lock() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
     let dir = tempfile::tempdir().expect("tmp");
-    let state = dir.path().display().to_string();
     let args = ["rehearse", "playbooks/rolling_pool.rhai", "-i", DEMO, "-q"];
     // A live run, held at its fifth call.
-    let mut holder = Pitcrew::new()
-        .args(args)
-        .env("PITCREW_STATE_DIR", &state)
-        .env("PITCREW_TEST_PAUSE_AT", "5:intent")
-        .command()
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stderr = holder.stderr.take().expect("stderr");
-    assert!(BufReader::new(stderr).lines().map_while(Result::ok).any(|l| l.starts_with("PITCREW-PAUSED")));
+    let mut holder = spawn_paused(&args, dir.path(), "5:intent").expect("the holder reaches call 5");
     let held_by = run_ids(dir.path()).pop().expect("holder run");
     let blocked = in_state(dir.path(), &args);
     blocked.expect_code(3).expect_stderr(&format!("cluster `web` is locked by run {held_by} (pid {}", holder.id()));

@@ -147,10 +147,9 @@ pub fn playbook(name: &str) -> String {
     Path::new("playbooks").join(name).display().to_string()
 }
 
-/// Starts `pitcrew` stopped at `CALL:PHASE` (the runtime's test hook),
-/// waits until it says it is there, then SIGKILLs it. Returns false when the
-/// run finished without reaching that point.
-pub fn kill_at(args: &[&str], state_dir: &Path, pause: &str) -> bool {
+/// Starts `pitcrew` to stop at `CALL:PHASE` (the runtime's test hook) and
+/// waits until it says it is there. `None` when it finished first.
+pub fn spawn_paused(args: &[&str], state_dir: &Path, pause: &str) -> Option<std::process::Child> {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
     let mut child = Pitcrew::new()
@@ -163,12 +162,21 @@ pub fn kill_at(args: &[&str], state_dir: &Path, pause: &str) -> bool {
         .spawn()
         .expect("spawn pitcrew");
     let stderr = child.stderr.take().expect("stderr");
-    let paused = BufReader::new(stderr).lines().map_while(Result::ok).any(|line| line.starts_with("PITCREW-PAUSED"));
-    if paused {
-        child.kill().expect("SIGKILL");
+    if BufReader::new(stderr).lines().map_while(Result::ok).any(|line| line.starts_with("PITCREW-PAUSED")) {
+        Some(child)
+    } else {
+        child.wait().expect("reap");
+        None
     }
+}
+
+/// Stops `pitcrew` at `CALL:PHASE` and SIGKILLs it there. Returns false
+/// when the run finished without reaching that point.
+pub fn kill_at(args: &[&str], state_dir: &Path, pause: &str) -> bool {
+    let Some(mut child) = spawn_paused(args, state_dir, pause) else { return false };
+    child.kill().expect("SIGKILL");
     child.wait().expect("reap");
-    paused
+    true
 }
 
 /// A state dir shared by several invocations.
