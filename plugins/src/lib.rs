@@ -5,6 +5,9 @@
 //! as the inventory names them ([`live_adapters`]) or all on a twin
 //! ([`rehearsal_twin`], [`saved_twin`]).
 
+pub mod haproxy;
+pub mod probe;
+pub mod shell;
 pub mod sim;
 
 use std::collections::HashMap;
@@ -18,8 +21,14 @@ use pitcrew_runtime::{Clock, Inventory, InventoryError};
 
 use sim::{Fault, SimAdapter, SimSettings, SimTwin, UnknownFaultNode};
 
-/// Adapter kinds this build knows.
-pub const KINDS: &[&str] = &["sim"];
+/// Adapter kinds this build knows, and the concerns each can serve.
+pub const KINDS: &[(&str, &[Concern])] = &[
+    ("sim", &[Concern::Traffic, Concern::Host, Concern::Replication, Concern::Probe]),
+    ("shell", &[Concern::Host]),
+    ("haproxy", &[Concern::Traffic]),
+    ("http", &[Concern::Probe]),
+    ("tcp", &[Concern::Probe]),
+];
 
 /// Adapters could not be built from the inventory or the command line.
 #[derive(Debug, thiserror::Error, Diagnostic)]
@@ -52,30 +61,67 @@ pub struct BuiltAdapters {
     pub twin: Option<Arc<SimTwin>>,
 }
 
-fn sim_settings(inventory: &Inventory, adapter: &str) -> Result<SimSettings, InventoryError> {
+fn settings_of<T: serde::de::DeserializeOwned>(inventory: &Inventory, adapter: &str) -> Result<T, InventoryError> {
     let spec = &inventory.adapters[adapter];
-    if spec.settings.is_null() {
-        return Ok(SimSettings::default());
-    }
-    serde_yaml::from_value(spec.settings.clone()).map_err(|e| {
+    let value = if spec.settings.is_null() { serde_yaml::Value::Mapping(Default::default()) } else { spec.settings.clone() };
+    serde_yaml::from_value(value).map_err(|e| {
         let message = e.to_string();
         let key = message.split('`').nth(1).unwrap_or("settings").to_string();
         inventory.error_at(
             &[Seg::Key("adapters"), Seg::Key(adapter), Seg::Key("settings"), Seg::Key(&key)],
-            format!("sim adapter `{adapter}`: {message}"),
-            Some("sim settings: rps, connections, drain_rate, patch_time, restore_time, reboot_time, switchover_time, resync_time, probe_requests, version, patch_to".into()),
+            format!("{} adapter `{adapter}`: {message}", spec.kind),
+            Some(format!("see the `{}` adapter in the README's inventory reference", spec.kind)),
         )
     })
 }
 
+fn invalid_settings(inventory: &Inventory, adapter: &str, message: String) -> InventoryError {
+    inventory.error_at(
+        &[Seg::Key("adapters"), Seg::Key(adapter), Seg::Key("settings")],
+        format!("{} adapter `{adapter}`: {message}", inventory.adapters[adapter].kind),
+        None,
+    )
+}
+
+/// Every adapter instance has a known kind, valid settings, and serves only
+/// concerns its kind can serve.
 fn check_kinds(inventory: &Inventory) -> Result<(), InventoryError> {
     for (name, spec) in &inventory.adapters {
-        if !KINDS.contains(&spec.kind.as_str()) {
+        let Some((_, _)) = KINDS.iter().find(|(k, _)| *k == spec.kind) else {
+            let known: Vec<&str> = KINDS.iter().map(|(k, _)| *k).collect();
             return Err(inventory.error_at(
                 &[Seg::Key("adapters"), Seg::Key(name), Seg::Key("kind")],
                 format!("adapter `{name}` has unknown kind `{}`", spec.kind),
-                Some(format!("this build of pitcrew knows: {}", KINDS.join(", "))),
+                Some(format!("this build of pitcrew knows: {}", known.join(", "))),
             ));
+        };
+        let checked = match spec.kind.as_str() {
+            "shell" => shell::validate(&settings_of(inventory, name)?),
+            "haproxy" => haproxy::validate(&settings_of(inventory, name)?),
+            "http" => {
+                settings_of::<probe::HttpProbeSettings>(inventory, name)?;
+                Ok(())
+            }
+            "tcp" => {
+                settings_of::<probe::TcpProbeSettings>(inventory, name)?;
+                Ok(())
+            }
+            _ => Ok(()),
+        };
+        checked.map_err(|message| invalid_settings(inventory, name, message))?;
+    }
+    for cluster in &inventory.clusters {
+        for concern in Concern::ALL {
+            let Some(name) = cluster.adapter_for(concern) else { continue };
+            let kind = inventory.adapters[name].kind.as_str();
+            let serves = KINDS.iter().find(|(k, _)| *k == kind).is_some_and(|(_, c)| c.contains(&concern));
+            if !serves {
+                return Err(inventory.error_at(
+                    &[Seg::Key("clusters"), Seg::Key(&cluster.name), Seg::Key("adapters"), Seg::Key(concern.as_str())],
+                    format!("cluster `{}` uses `{name}` ({kind}) for {}, which a {kind} adapter cannot serve", cluster.name, concern.as_str()),
+                    Some("shell serves host; haproxy serves traffic; http and tcp serve probe; sim serves all".into()),
+                ));
+            }
         }
     }
     Ok(())
@@ -90,7 +136,7 @@ fn cluster_settings(inventory: &Inventory) -> Result<HashMap<String, Arc<SimSett
             .filter_map(|c| cluster.adapter_for(*c))
             .find(|name| inventory.adapters.get(*name).is_some_and(|a| a.kind == "sim"));
         let s = match sim_instance {
-            Some(name) => sim_settings(inventory, name)?,
+            Some(name) => settings_of(inventory, name)?,
             None => SimSettings::default(),
         };
         settings.insert(cluster.name.clone(), Arc::new(s));
@@ -154,18 +200,73 @@ pub fn world_path(sim_dir: &Path, inventory: &Inventory) -> PathBuf {
     sim_dir.join(format!("world-{stem}-{}.json", &id[..12]))
 }
 
-/// The adapters the inventory names. Only `sim` exists in this build: a
-/// live run drives the persistent sim world of the inventory (kept in the
-/// state dir's `sim/`, created from the inventory the first time), so
-/// runs, drift and resume see one world that changes only through them.
+/// The adapters the inventory names. An inventory all on `sim` drives the
+/// persistent sim world of the inventory (kept in the state dir's `sim/`,
+/// created from the inventory the first time), so runs, drift and resume
+/// see one world that changes only through them. Real adapters run on the
+/// wall clock; the two cannot be mixed in one inventory.
 pub fn live_adapters(inventory: &Inventory, sim_dir: Option<&Path>) -> Result<BuiltAdapters, PluginError> {
-    let Some(dir) = sim_dir else { return rehearsal_adapters(inventory, &[]) };
-    let path = world_path(dir, inventory);
-    if path.exists() {
-        saved_twin(inventory, &path)
-    } else {
-        rehearsal_twin(inventory, &[], Some(path))
+    check_kinds(inventory)?;
+    let used: Vec<&str> = inventory.clusters.iter().flat_map(|c| Concern::ALL.iter().filter_map(|k| c.adapter_for(*k))).collect();
+    let sims = used.iter().filter(|n| inventory.adapters[**n].kind == "sim").count();
+    if sims == used.len() {
+        let Some(dir) = sim_dir else { return rehearsal_adapters(inventory, &[]) };
+        let path = world_path(dir, inventory);
+        return if path.exists() { saved_twin(inventory, &path) } else { rehearsal_twin(inventory, &[], Some(path)) };
     }
+    if sims > 0 {
+        return Err(inventory
+            .error_at(
+                &[Seg::Key("adapters")],
+                "this inventory mixes `sim` with real adapters; sim runs on virtual time and real adapters on the wall clock",
+                Some("use real adapters for `pitcrew run`; `pitcrew rehearse` puts any inventory on the sim twin".into()),
+            )
+            .into());
+    }
+    real_adapters(inventory)
+}
+
+fn real_adapters(inventory: &Inventory) -> Result<BuiltAdapters, PluginError> {
+    use pitcrew_runtime::adapter::{HostAdapter, ProbeAdapter, TrafficAdapter};
+    let mut hosts: HashMap<String, Arc<dyn HostAdapter>> = HashMap::new();
+    let mut traffic: HashMap<String, Arc<dyn TrafficAdapter>> = HashMap::new();
+    let mut probes: HashMap<String, Arc<dyn ProbeAdapter>> = HashMap::new();
+    for (name, spec) in &inventory.adapters {
+        let fail = |message: String| PluginError::from(invalid_settings(inventory, name, message));
+        match spec.kind.as_str() {
+            "shell" => {
+                hosts.insert(name.clone(), Arc::new(shell::ShellHost::new(settings_of(inventory, name)?).map_err(fail)?));
+            }
+            "haproxy" => {
+                traffic.insert(name.clone(), Arc::new(haproxy::HaproxyTraffic::new(settings_of(inventory, name)?).map_err(fail)?));
+            }
+            "http" => {
+                probes.insert(name.clone(), Arc::new(probe::ServiceProbe::http(settings_of(inventory, name)?).map_err(fail)?));
+            }
+            "tcp" => {
+                probes.insert(name.clone(), Arc::new(probe::ServiceProbe::tcp(settings_of(inventory, name)?).map_err(fail)?));
+            }
+            _ => {}
+        }
+    }
+    let mut clusters = HashMap::new();
+    for cluster in &inventory.clusters {
+        let host_name = cluster.adapter_for(Concern::Host).expect("the inventory requires a host adapter");
+        let adapters = ClusterAdapters {
+            traffic: cluster.adapter_for(Concern::Traffic).and_then(|n| traffic.get(n).cloned()),
+            host: hosts.get(host_name).cloned().ok_or_else(|| PluginError::State(format!("no host adapter `{host_name}`")))?,
+            replication: None,
+            probe: cluster.adapter_for(Concern::Probe).and_then(|n| probes.get(n).cloned()),
+        };
+        if cluster.kind == pitcrew_runtime::ClusterKind::ActivePassive {
+            return Err(PluginError::State(format!(
+                "cluster `{}`: no real replication adapter in this build yet; rehearse it on the sim twin",
+                cluster.name
+            )));
+        }
+        clusters.insert(cluster.name.clone(), adapters);
+    }
+    Ok(BuiltAdapters { adapters: Adapters { clock: Clock::system(), clusters }, twin: None })
 }
 
 #[cfg(test)]

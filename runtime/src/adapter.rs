@@ -18,13 +18,30 @@ use crate::error::AdapterError;
 use crate::inventory::{Cluster, NodeSpec, Role};
 use crate::step::Action;
 
-/// What every adapter call receives: the clock, how long it may take and the
-/// run's cancellation token.
+/// What every adapter call receives: the clock, how long it may take, the
+/// run's cancellation token, and where to note what it did for the audit
+/// trail.
 #[derive(Debug, Clone)]
 pub struct CallCtx {
     pub clock: Clock,
     pub timeout: Duration,
     pub cancel: CancellationToken,
+    pub transcript: Transcript,
+}
+
+/// Commands an adapter ran during one call (command, exit status, truncated
+/// output), recorded with the step's outcome.
+#[derive(Debug, Clone, Default)]
+pub struct Transcript(Arc<std::sync::Mutex<Vec<serde_json::Value>>>);
+
+impl Transcript {
+    pub fn push(&self, entry: serde_json::Value) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(entry);
+    }
+
+    pub fn take(&self) -> Vec<serde_json::Value> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 /// A node as adapters see it: its spec and the cluster it belongs to.
@@ -179,6 +196,8 @@ pub trait ReplicationAdapter: Send + Sync {
 
 #[async_trait]
 pub trait ProbeAdapter: Send + Sync {
+    /// Starts sampling the service (called once when a run begins).
+    async fn start(&self) {}
     async fn probe(&self, node: NodeRef<'_>, ctx: &CallCtx) -> Result<ProbeReport, AdapterError>;
     async fn sample(&self, cluster: &Cluster) -> Result<TrafficSample, AdapterError>;
 }

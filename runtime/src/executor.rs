@@ -278,7 +278,7 @@ impl Executor {
     }
 
     fn ctx(&self, timeout: Duration, token: &CancellationToken) -> CallCtx {
-        CallCtx { clock: self.adapters.clock.clone(), timeout, cancel: token.clone() }
+        CallCtx { clock: self.adapters.clock.clone(), timeout, cancel: token.clone(), transcript: Default::default() }
     }
 
     fn token(&self, compensating: bool) -> CancellationToken {
@@ -542,7 +542,7 @@ impl Executor {
                 // The run died during this call: see what the adapters show.
                 if let Some(value) = reconcile(&params)? {
                     let result = Ok(value);
-                    self.outcome_record(&spec, call_no, &result, Duration::ZERO, true);
+                    self.outcome_record(&spec, call_no, &result, Duration::ZERO, true, Vec::new());
                     self.account(&spec, self.now());
                     after(&result);
                     self.finished_event(&spec, self.now(), Duration::ZERO, &result, detail, true);
@@ -612,10 +612,11 @@ impl Executor {
             self.pause_point(call_no, "intent");
         }
         let ctx = self.ctx(spec.timeout, &token);
+        let transcript = ctx.transcript.clone();
         let result = self.bridge(spec.action, &token, spec.timeout, call(ctx));
         self.pause_point(call_no, "call");
         let at = self.now();
-        self.outcome_record(&spec, call_no, &result, at.saturating_sub(started), false);
+        self.outcome_record(&spec, call_no, &result, at.saturating_sub(started), false, transcript.take());
         self.account(&spec, at);
         after(&result);
         self.finished_event(&spec, at, at.saturating_sub(started), &result, detail, false);
@@ -637,6 +638,7 @@ impl Executor {
         result: &StepResult<T>,
         took: Duration,
         reconciled: bool,
+        commands: Vec<Value>,
     ) {
         let (ok, value, error) = match result {
             Ok(v) => (true, serde_json::to_value(v).unwrap_or(Value::Null), None),
@@ -652,6 +654,7 @@ impl Executor {
             error,
             duration_s: took.as_secs_f64(),
             reconciled,
+            commands,
         };
         let now = self.now();
         let mut recorder = self.recorder();
@@ -725,6 +728,16 @@ impl Executor {
                 self.recorder().failed.get_or_insert(e.to_string());
             }
         }
+    }
+
+    /// Starts every cluster's probe sampling the service (once per run).
+    pub fn start_probes(&self) {
+        let probes: Vec<_> = self.adapters.clusters.values().filter_map(|a| a.probe.clone()).collect();
+        self.handle.block_on(async {
+            for probe in probes {
+                probe.start().await;
+            }
+        });
     }
 
     /// Records the facts of every node of the clusters this run used; for a

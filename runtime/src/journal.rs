@@ -230,6 +230,9 @@ pub enum Body {
         duration_s: f64,
         /// Found already done on resume, from the adapters' state.
         reconciled: bool,
+        /// Commands the adapter ran (status, truncated output).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        commands: Vec<Value>,
     },
     /// A guard refused a step; nothing was touched.
     Refused {

@@ -219,6 +219,7 @@ pub fn run(exec: Arc<Executor>, request: RunRequest) -> RunOutcome {
         rollback_on_failure: request.rollback_on_failure,
         last_rollback: Arc::new(Mutex::new(None)),
     };
+    exec.start_probes();
     let mut roots = vec![request.playbook.dir()];
     roots.extend(request.lib_roots.iter().cloned());
     let thread_host = host.clone();

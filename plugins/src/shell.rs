@@ -1,0 +1,420 @@
+//! `shell`: the host concern (patch, reboot, health, version, facts) as
+//! commands run locally or over OpenSSH.
+//!
+//! Commands are handlebars templates from the inventory. The escape
+//! function shell-quotes every interpolated value, and triple braces (which
+//! would skip escaping) are refused when the inventory is loaded, so no node
+//! name, variable or parameter can inject a command. SSH is the system
+//! client in batch mode with ControlMaster connection reuse; a reboot that
+//! drops the connection is expected.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use handlebars::Handlebars;
+use pitcrew_runtime::adapter::{CallCtx, Facts, HostAdapter, HostState, NodeRef, Params, PatchReport};
+use pitcrew_runtime::AdapterError;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// `adapters: { hosts: { kind: shell, settings: {...} } }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShellSettings {
+    /// Run commands over SSH (absent: locally).
+    pub ssh: Option<SshSettings>,
+    /// Limit for one command (patch and reboot get the step's timeout).
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How often health is polled while waiting for a node.
+    #[serde(default = "default_poll", with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Environment variables whose values templates may use as
+    /// `{{secrets.NAME}}`; their values never reach the audit trail.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    pub commands: Commands,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_poll() -> Duration {
+    Duration::from_millis(500)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshSettings {
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    pub identity: Option<PathBuf>,
+    pub known_hosts: Option<PathBuf>,
+    /// Extra `-o` options, e.g. `ConnectTimeout=5`.
+    #[serde(default)]
+    pub options: Vec<String>,
+}
+
+/// The command templates. Context: `node`, `address`, `cluster`, `vars`,
+/// `params` (what the playbook passed to patch), `packages` (a list: use
+/// `{{#each packages}} {{this}}{{/each}}`), `version`, `secrets`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Commands {
+    /// Prints the installed version or patch level.
+    pub version: String,
+    pub patch: String,
+    /// Starts a reboot (it may drop the SSH connection).
+    pub reboot: String,
+    /// Exits 0 when the node's service is healthy.
+    pub health: String,
+    /// Returns the node to `{{version}}`; without it rollback cannot undo a patch.
+    pub restore: Option<String>,
+    #[serde(default = "default_boot_id")]
+    pub boot_id: String,
+    /// Prints a JSON object of extra facts.
+    pub facts: Option<String>,
+}
+
+fn default_boot_id() -> String {
+    "cat /proc/sys/kernel/random/boot_id".into()
+}
+
+/// Errors in a shell adapter's settings, found when the inventory loads.
+pub fn validate(settings: &ShellSettings) -> Result<(), String> {
+    let c = &settings.commands;
+    let all = [("version", Some(&c.version)), ("patch", Some(&c.patch)), ("reboot", Some(&c.reboot)), ("health", Some(&c.health)), ("restore", c.restore.as_ref()), ("boot_id", Some(&c.boot_id)), ("facts", c.facts.as_ref())];
+    for (name, template) in all {
+        let Some(template) = template else { continue };
+        if template.contains("{{{") || template.contains("{{&") {
+            return Err(format!("command `{name}` uses unescaped interpolation; every value must be shell-quoted, use {{{{value}}}}"));
+        }
+        templates().register_template_string(name, template).map_err(|e| format!("command `{name}`: {e}"))?;
+    }
+    Ok(())
+}
+
+fn templates() -> Handlebars<'static> {
+    let mut hb = Handlebars::new();
+    hb.set_strict_mode(true);
+    hb.register_escape_fn(|value| shlex::try_quote(value).map_or_else(|_| "''".to_string(), |q| q.into_owned()));
+    hb
+}
+
+/// One command's result.
+#[derive(Debug)]
+struct Ran {
+    status: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Ran {
+    fn ok(&self) -> bool {
+        self.status == Some(0)
+    }
+}
+
+/// The shell host adapter of one inventory adapter instance.
+pub struct ShellHost {
+    settings: ShellSettings,
+    templates: Handlebars<'static>,
+    secrets: Vec<(String, String)>,
+    control_dir: PathBuf,
+}
+
+impl ShellHost {
+    pub fn new(settings: ShellSettings) -> Result<Self, String> {
+        validate(&settings)?;
+        let mut templates = templates();
+        let c = &settings.commands;
+        for (name, template) in [("version", &c.version), ("patch", &c.patch), ("reboot", &c.reboot), ("health", &c.health), ("boot_id", &c.boot_id)] {
+            templates.register_template_string(name, template).map_err(|e| format!("command `{name}`: {e}"))?;
+        }
+        for (name, template) in [("restore", &c.restore), ("facts", &c.facts)] {
+            if let Some(t) = template {
+                templates.register_template_string(name, t).map_err(|e| format!("command `{name}`: {e}"))?;
+            }
+        }
+        let secrets = settings
+            .secrets
+            .iter()
+            .map(|name| {
+                std::env::var(name).map(|v| (name.clone(), v)).map_err(|_| format!("secret `{name}` is not set in the environment"))
+            })
+            .collect::<Result<_, _>>()?;
+        // Short: a unix socket path must fit in 108 bytes.
+        let control_dir = std::env::temp_dir().join(format!("pitcrew-ssh-{}", std::process::id()));
+        Ok(Self { settings, templates, secrets, control_dir })
+    }
+
+    fn redact(&self, text: &str) -> String {
+        self.secrets.iter().filter(|(_, v)| !v.is_empty()).fold(text.to_string(), |t, (_, v)| t.replace(v, "[redacted]"))
+    }
+
+    fn render(&self, command: &str, node: NodeRef<'_>, params: &Params) -> Result<String, AdapterError> {
+        let vars = serde_json::to_value(&node.node.vars).unwrap_or(Value::Null);
+        let packages = params.get("packages").cloned().unwrap_or_else(|| json!([]));
+        let secrets: BTreeMap<&str, &str> = self.secrets.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let context = json!({
+            "node": node.node.name,
+            "address": node.node.address.clone().unwrap_or_else(|| "127.0.0.1".into()),
+            "cluster": node.cluster.name,
+            "vars": vars,
+            "params": params,
+            "packages": packages,
+            "version": params.get("version").cloned().unwrap_or(Value::Null),
+            "secrets": secrets,
+        });
+        self.templates
+            .render(command, &context)
+            .map_err(|e| AdapterError::Failed(format!("cannot render command `{command}` for {}: {e}", node.node.name)))
+    }
+
+    /// Local unless the settings ask for SSH and the node has an address
+    /// (a node with `vars: { connection: local }` always runs locally).
+    fn argv(&self, node: NodeRef<'_>, script: &str) -> (String, Vec<String>) {
+        let local = node.node.vars.get("connection").and_then(|v| v.as_str()) == Some("local");
+        match (&self.settings.ssh, &node.node.address) {
+            (Some(ssh), Some(address)) if !local => {
+                let mut args = vec![
+                    "-o".into(),
+                    "BatchMode=yes".into(),
+                    "-o".into(),
+                    "ControlMaster=auto".into(),
+                    "-o".into(),
+                    format!("ControlPath={}/%C", self.control_dir.display()),
+                    "-o".into(),
+                    "ControlPersist=60".into(),
+                    "-o".into(),
+                    "ConnectTimeout=5".into(),
+                ];
+                if let Some(port) = ssh.port {
+                    args.extend(["-p".into(), port.to_string()]);
+                }
+                if let Some(identity) = &ssh.identity {
+                    args.extend(["-i".into(), identity.display().to_string(), "-o".into(), "IdentitiesOnly=yes".into()]);
+                }
+                if let Some(known) = &ssh.known_hosts {
+                    args.extend(["-o".into(), format!("UserKnownHostsFile={}", known.display()), "-o".into(), "StrictHostKeyChecking=yes".into()]);
+                }
+                for option in &ssh.options {
+                    args.extend(["-o".into(), option.clone()]);
+                }
+                let target = match &ssh.user {
+                    Some(user) => format!("{user}@{address}"),
+                    None => address.clone(),
+                };
+                args.extend([target, "--".into(), script.to_string()]);
+                ("ssh".into(), args)
+            }
+            _ => ("sh".into(), vec!["-c".into(), script.to_string()]),
+        }
+    }
+
+    /// Runs one named command on a node; `ctx` records it in the transcript.
+    async fn run(&self, node: NodeRef<'_>, command: &str, params: &Params, timeout: Duration, ctx: Option<&CallCtx>) -> Result<Ran, AdapterError> {
+        let script = self.render(command, node, params)?;
+        let (program, args) = self.argv(node, &script);
+        if program == "ssh" {
+            let _ = std::fs::create_dir_all(&self.control_dir);
+        }
+        let started = Instant::now();
+        let child = tokio::process::Command::new(&program)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| AdapterError::Unreachable(format!("cannot start {program} for {}: {e}", node.node.name)))?;
+        let cancelled = async {
+            match ctx {
+                Some(ctx) => ctx.cancel.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        let output = tokio::select! {
+            out = tokio::time::timeout(timeout, child.wait_with_output()) => out,
+            _ = cancelled => return Err(AdapterError::Failed(format!("`{command}` on {} was cancelled", node.node.name))),
+        };
+        let output = match output {
+            Ok(Ok(output)) => output,
+            Ok(Err(e)) => return Err(AdapterError::Failed(format!("`{command}` on {}: {e}", node.node.name))),
+            Err(_) => {
+                return Err(AdapterError::Timeout {
+                    after: timeout,
+                    message: format!("`{command}` on {} did not finish", node.node.name),
+                })
+            }
+        };
+        let ran = Ran {
+            status: output.status.code(),
+            stdout: self.redact(&String::from_utf8_lossy(&output.stdout)),
+            stderr: self.redact(&String::from_utf8_lossy(&output.stderr)),
+        };
+        if let Some(ctx) = ctx {
+            ctx.transcript.push(json!({
+                "command": command,
+                "run": self.redact(&script),
+                "via": if program == "ssh" { "ssh" } else { "local" },
+                "status": ran.status,
+                "stdout": truncate(&ran.stdout),
+                "stderr": truncate(&ran.stderr),
+                "duration_s": started.elapsed().as_secs_f64(),
+            }));
+        }
+        Ok(ran)
+    }
+
+    fn quick(&self) -> Duration {
+        self.settings.timeout.min(Duration::from_secs(15))
+    }
+
+    async fn healthy(&self, node: NodeRef<'_>) -> bool {
+        self.run(node, "health", &Params::new(), self.quick(), None).await.is_ok_and(|r| r.ok())
+    }
+
+    async fn output_of(&self, node: NodeRef<'_>, command: &str) -> Result<String, AdapterError> {
+        let ran = self.run(node, command, &Params::new(), self.quick(), None).await?;
+        if ran.ok() {
+            Ok(ran.stdout.trim().to_string())
+        } else {
+            Err(failed(command, node, &ran))
+        }
+    }
+
+    /// Polls health until it passes (and, with `boot_before`, the boot id
+    /// changed) or `timeout` runs out.
+    async fn wait_until_up(&self, node: NodeRef<'_>, timeout: Duration, boot_before: Option<&str>) -> Result<Duration, AdapterError> {
+        let started = Instant::now();
+        loop {
+            if self.healthy(node).await {
+                let rebooted = match boot_before {
+                    None => true,
+                    Some(before) => self.output_of(node, "boot_id").await.is_ok_and(|now| now != before),
+                };
+                if rebooted {
+                    return Ok(started.elapsed());
+                }
+            }
+            if started.elapsed() >= timeout {
+                return Err(AdapterError::Timeout { after: timeout, message: format!("{} is not back and healthy", node.node.name) });
+            }
+            tokio::time::sleep(self.settings.poll_interval).await;
+        }
+    }
+}
+
+fn truncate(text: &str) -> String {
+    const LIMIT: usize = 2048;
+    if text.len() <= LIMIT {
+        return text.to_string();
+    }
+    let cut = (0..=LIMIT).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    format!("{}... [{} bytes cut]", &text[..cut], text.len() - cut)
+}
+
+fn failed(command: &str, node: NodeRef<'_>, ran: &Ran) -> AdapterError {
+    let status = ran.status.map_or("a signal".to_string(), |s| format!("status {s}"));
+    let detail = ran.stderr.trim().lines().last().unwrap_or_default().to_string();
+    if ran.status == Some(255) {
+        return AdapterError::Unreachable(format!("`{command}` on {}: ssh exited 255: {detail}", node.node.name));
+    }
+    AdapterError::Failed(format!("`{command}` on {} exited with {status}: {detail}", node.node.name))
+}
+
+#[async_trait]
+impl HostAdapter for ShellHost {
+    async fn state(&self, node: NodeRef<'_>) -> Result<HostState, AdapterError> {
+        let up = self.healthy(node).await;
+        let version = self.output_of(node, "version").await.unwrap_or_else(|_| "unknown".into());
+        let boot_id = self.output_of(node, "boot_id").await.ok();
+        Ok(HostState { up, version, boot_id })
+    }
+
+    async fn patch(&self, node: NodeRef<'_>, params: &Params, ctx: &CallCtx) -> Result<PatchReport, AdapterError> {
+        let from_version = self.output_of(node, "version").await?;
+        let ran = self.run(node, "patch", params, ctx.timeout, Some(ctx)).await?;
+        if !ran.ok() {
+            return Err(failed("patch", node, &ran));
+        }
+        let to_version = self.output_of(node, "version").await?;
+        Ok(PatchReport { from_version, to_version, snapshot: None })
+    }
+
+    async fn restore(&self, node: NodeRef<'_>, patch: &PatchReport, ctx: &CallCtx) -> Result<(), AdapterError> {
+        if self.settings.commands.restore.is_none() {
+            return Err(AdapterError::Unsupported("restore (no `restore` command in the inventory)".into()));
+        }
+        let mut params = Params::new();
+        params.insert("version".into(), json!(patch.from_version));
+        let ran = self.run(node, "restore", &params, ctx.timeout, Some(ctx)).await?;
+        if !ran.ok() {
+            return Err(failed("restore", node, &ran));
+        }
+        Ok(())
+    }
+
+    async fn reboot(&self, node: NodeRef<'_>, ctx: &CallCtx) -> Result<Duration, AdapterError> {
+        let boot_before = self.output_of(node, "boot_id").await.ok();
+        let started = Instant::now();
+        let ran = self.run(node, "reboot", &Params::new(), self.settings.timeout.min(ctx.timeout), Some(ctx)).await?;
+        // 255: ssh lost the connection because the host went down, as it should.
+        if !ran.ok() && ran.status != Some(255) {
+            return Err(failed("reboot", node, &ran));
+        }
+        let left = ctx.timeout.saturating_sub(started.elapsed());
+        self.wait_until_up(node, left, boot_before.as_deref()).await?;
+        Ok(started.elapsed())
+    }
+
+    async fn wait_healthy(&self, node: NodeRef<'_>, ctx: &CallCtx) -> Result<(), AdapterError> {
+        self.wait_until_up(node, ctx.timeout, None).await.map(|_| ())
+    }
+
+    async fn facts(&self, node: NodeRef<'_>) -> Result<Facts, AdapterError> {
+        let mut facts = Facts::new();
+        facts.insert("version".into(), json!(self.output_of(node, "version").await?));
+        if let Ok(boot) = self.output_of(node, "boot_id").await {
+            facts.insert("boot_id".into(), json!(boot));
+        }
+        if self.settings.commands.facts.is_some() {
+            let text = self.output_of(node, "facts").await?;
+            match serde_json::from_str::<Value>(&text) {
+                Ok(Value::Object(map)) => facts.extend(map),
+                _ => return Err(AdapterError::Failed(format!("the `facts` command on {} did not print a JSON object", node.node.name))),
+            }
+        }
+        Ok(facts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpolated_values_are_shell_quoted() {
+        let hb = templates();
+        let out = hb
+            .render_template("apt-get install -y{{#each packages}} {{this}}{{/each}} # {{node}}", &json!({"packages": ["nginx", "x; rm -rf /"], "node": "web-1 $(id)"}))
+            .expect("render");
+        assert_eq!(out, "apt-get install -y nginx 'x; rm -rf /' # 'web-1 $(id)'");
+    }
+
+    #[test]
+    fn unescaped_interpolation_and_bad_templates_are_refused() {
+        let mut settings: ShellSettings = serde_yaml::from_str(
+            "commands: { version: 'cat v', patch: 'echo {{{version}}} > v', reboot: 'true', health: 'true' }",
+        )
+        .expect("settings");
+        assert!(validate(&settings).unwrap_err().contains("unescaped"));
+        settings.commands.patch = "echo {{#if}}".into();
+        assert!(validate(&settings).unwrap_err().starts_with("command `patch`"));
+    }
+}
