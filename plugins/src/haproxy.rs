@@ -54,10 +54,13 @@ pub fn parse_stat(csv: &str, backend: &str, server: &str) -> Option<ServerStat> 
     let header: Vec<&str> = lines.next()?.trim_start_matches("# ").split(',').collect();
     let col = |name: &str| header.iter().position(|h| *h == name);
     let (px, sv, scur, status) = (col("pxname")?, col("svname")?, col("scur")?, col("status")?);
-    lines.map(|l| l.split(',').collect::<Vec<_>>()).find(|f| f.get(px) == Some(&backend) && f.get(sv) == Some(&server)).map(|f| ServerStat {
-        status: f.get(status).copied().unwrap_or_default().to_string(),
-        sessions: f.get(scur).and_then(|s| s.parse().ok()).unwrap_or(0),
-    })
+    lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|f| f.get(px) == Some(&backend) && f.get(sv) == Some(&server))
+        .map(|f| ServerStat {
+            status: f.get(status).copied().unwrap_or_default().to_string(),
+            sessions: f.get(scur).and_then(|s| s.parse().ok()).unwrap_or(0),
+        })
 }
 
 /// Whether HAProxy sends new requests to a server in this state.
@@ -103,7 +106,10 @@ impl HaproxyTraffic {
     async fn stat(&self, server: &str) -> Result<ServerStat, AdapterError> {
         let csv = self.command("show stat").await?;
         parse_stat(&csv, &self.settings.backend, server).ok_or_else(|| {
-            AdapterError::Failed(format!("HAProxy has no server `{}/{server}` (check backend and vars.server)", self.settings.backend))
+            AdapterError::Failed(format!(
+                "HAProxy has no server `{}/{server}` (check backend and vars.server)",
+                self.settings.backend
+            ))
         })
     }
 

@@ -63,7 +63,8 @@ pub struct BuiltAdapters {
 
 fn settings_of<T: serde::de::DeserializeOwned>(inventory: &Inventory, adapter: &str) -> Result<T, InventoryError> {
     let spec = &inventory.adapters[adapter];
-    let value = if spec.settings.is_null() { serde_yaml::Value::Mapping(Default::default()) } else { spec.settings.clone() };
+    let value =
+        if spec.settings.is_null() { serde_yaml::Value::Mapping(Default::default()) } else { spec.settings.clone() };
     serde_yaml::from_value(value).map_err(|e| {
         let message = e.to_string();
         let key = message.split('`').nth(1).unwrap_or("settings").to_string();
@@ -118,7 +119,11 @@ fn check_kinds(inventory: &Inventory) -> Result<(), InventoryError> {
             if !serves {
                 return Err(inventory.error_at(
                     &[Seg::Key("clusters"), Seg::Key(&cluster.name), Seg::Key("adapters"), Seg::Key(concern.as_str())],
-                    format!("cluster `{}` uses `{name}` ({kind}) for {}, which a {kind} adapter cannot serve", cluster.name, concern.as_str()),
+                    format!(
+                        "cluster `{}` uses `{name}` ({kind}) for {}, which a {kind} adapter cannot serve",
+                        cluster.name,
+                        concern.as_str()
+                    ),
                     Some("shell serves host; haproxy serves traffic; http and tcp serve probe; sim serves all".into()),
                 ));
             }
@@ -207,7 +212,8 @@ pub fn world_path(sim_dir: &Path, inventory: &Inventory) -> PathBuf {
 /// wall clock; the two cannot be mixed in one inventory.
 pub fn live_adapters(inventory: &Inventory, sim_dir: Option<&Path>) -> Result<BuiltAdapters, PluginError> {
     check_kinds(inventory)?;
-    let used: Vec<&str> = inventory.clusters.iter().flat_map(|c| Concern::ALL.iter().filter_map(|k| c.adapter_for(*k))).collect();
+    let used: Vec<&str> =
+        inventory.clusters.iter().flat_map(|c| Concern::ALL.iter().filter_map(|k| c.adapter_for(*k))).collect();
     let sims = used.iter().filter(|n| inventory.adapters[**n].kind == "sim").count();
     if sims == used.len() {
         let Some(dir) = sim_dir else { return rehearsal_adapters(inventory, &[]) };
@@ -235,16 +241,28 @@ fn real_adapters(inventory: &Inventory) -> Result<BuiltAdapters, PluginError> {
         let fail = |message: String| PluginError::from(invalid_settings(inventory, name, message));
         match spec.kind.as_str() {
             "shell" => {
-                hosts.insert(name.clone(), Arc::new(shell::ShellHost::new(settings_of(inventory, name)?).map_err(fail)?));
+                hosts.insert(
+                    name.clone(),
+                    Arc::new(shell::ShellHost::new(settings_of(inventory, name)?).map_err(fail)?),
+                );
             }
             "haproxy" => {
-                traffic.insert(name.clone(), Arc::new(haproxy::HaproxyTraffic::new(settings_of(inventory, name)?).map_err(fail)?));
+                traffic.insert(
+                    name.clone(),
+                    Arc::new(haproxy::HaproxyTraffic::new(settings_of(inventory, name)?).map_err(fail)?),
+                );
             }
             "http" => {
-                probes.insert(name.clone(), Arc::new(probe::ServiceProbe::http(settings_of(inventory, name)?).map_err(fail)?));
+                probes.insert(
+                    name.clone(),
+                    Arc::new(probe::ServiceProbe::http(settings_of(inventory, name)?).map_err(fail)?),
+                );
             }
             "tcp" => {
-                probes.insert(name.clone(), Arc::new(probe::ServiceProbe::tcp(settings_of(inventory, name)?).map_err(fail)?));
+                probes.insert(
+                    name.clone(),
+                    Arc::new(probe::ServiceProbe::tcp(settings_of(inventory, name)?).map_err(fail)?),
+                );
             }
             _ => {}
         }
@@ -254,7 +272,10 @@ fn real_adapters(inventory: &Inventory) -> Result<BuiltAdapters, PluginError> {
         let host_name = cluster.adapter_for(Concern::Host).expect("the inventory requires a host adapter");
         let adapters = ClusterAdapters {
             traffic: cluster.adapter_for(Concern::Traffic).and_then(|n| traffic.get(n).cloned()),
-            host: hosts.get(host_name).cloned().ok_or_else(|| PluginError::State(format!("no host adapter `{host_name}`")))?,
+            host: hosts
+                .get(host_name)
+                .cloned()
+                .ok_or_else(|| PluginError::State(format!("no host adapter `{host_name}`")))?,
             replication: None,
             probe: cluster.adapter_for(Concern::Probe).and_then(|n| probes.get(n).cloned()),
         };

@@ -100,12 +100,20 @@ impl ServiceProbe {
         Self::new(settings.address, settings.node_address, settings.rate, settings.probe_requests, check)
     }
 
-    fn new(target: String, node_target: Option<String>, rate: f64, requests: u64, check: Check) -> Result<Self, String> {
+    fn new(
+        target: String,
+        node_target: Option<String>,
+        rate: f64,
+        requests: u64,
+        check: Check,
+    ) -> Result<Self, String> {
         if !(rate > 0.0 && rate <= 1000.0) {
             return Err(format!("rate {rate} must be between 0 and 1000 samples per second"));
         }
         if let Some(t) = &node_target {
-            Handlebars::new().render_template(t, &json!({"node": "", "address": "", "vars": {}})).map_err(|e| format!("node template: {e}"))?;
+            Handlebars::new()
+                .render_template(t, &json!({"node": "", "address": "", "vars": {}}))
+                .map_err(|e| format!("node template: {e}"))?;
         }
         Ok(Self {
             target,
@@ -125,7 +133,8 @@ impl ProbeAdapter for ServiceProbe {
         if self.started.swap(true, Ordering::AcqRel) {
             return;
         }
-        let (samples, check, target, period) = (self.samples.clone(), self.check.clone(), self.target.clone(), self.period);
+        let (samples, check, target, period) =
+            (self.samples.clone(), self.check.clone(), self.target.clone(), self.period);
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(period);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -151,9 +160,14 @@ impl ProbeAdapter for ServiceProbe {
                 let mut hb = Handlebars::new();
                 hb.register_escape_fn(handlebars::no_escape);
                 hb.set_strict_mode(true);
-                hb.render_template(template, &context).map_err(|e| AdapterError::Failed(format!("probe target for {}: {e}", node.node.name)))?
+                hb.render_template(template, &context)
+                    .map_err(|e| AdapterError::Failed(format!("probe target for {}: {e}", node.node.name)))?
             }
-            None => return Err(AdapterError::Unsupported("probe(n) without `node_url`/`node_address` in the probe settings".into())),
+            None => {
+                return Err(AdapterError::Unsupported(
+                    "probe(n) without `node_url`/`node_address` in the probe settings".into(),
+                ))
+            }
         };
         let started = Instant::now();
         let mut failed = 0;

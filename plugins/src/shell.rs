@@ -87,11 +87,21 @@ fn default_boot_id() -> String {
 /// Errors in a shell adapter's settings, found when the inventory loads.
 pub fn validate(settings: &ShellSettings) -> Result<(), String> {
     let c = &settings.commands;
-    let all = [("version", Some(&c.version)), ("patch", Some(&c.patch)), ("reboot", Some(&c.reboot)), ("health", Some(&c.health)), ("restore", c.restore.as_ref()), ("boot_id", Some(&c.boot_id)), ("facts", c.facts.as_ref())];
+    let all = [
+        ("version", Some(&c.version)),
+        ("patch", Some(&c.patch)),
+        ("reboot", Some(&c.reboot)),
+        ("health", Some(&c.health)),
+        ("restore", c.restore.as_ref()),
+        ("boot_id", Some(&c.boot_id)),
+        ("facts", c.facts.as_ref()),
+    ];
     for (name, template) in all {
         let Some(template) = template else { continue };
         if template.contains("{{{") || template.contains("{{&") {
-            return Err(format!("command `{name}` uses unescaped interpolation; every value must be shell-quoted, use {{{{value}}}}"));
+            return Err(format!(
+                "command `{name}` uses unescaped interpolation; every value must be shell-quoted, use {{{{value}}}}"
+            ));
         }
         templates().register_template_string(name, template).map_err(|e| format!("command `{name}`: {e}"))?;
     }
@@ -132,7 +142,13 @@ impl ShellHost {
         validate(&settings)?;
         let mut templates = templates();
         let c = &settings.commands;
-        for (name, template) in [("version", &c.version), ("patch", &c.patch), ("reboot", &c.reboot), ("health", &c.health), ("boot_id", &c.boot_id)] {
+        for (name, template) in [
+            ("version", &c.version),
+            ("patch", &c.patch),
+            ("reboot", &c.reboot),
+            ("health", &c.health),
+            ("boot_id", &c.boot_id),
+        ] {
             templates.register_template_string(name, template).map_err(|e| format!("command `{name}`: {e}"))?;
         }
         for (name, template) in [("restore", &c.restore), ("facts", &c.facts)] {
@@ -144,7 +160,9 @@ impl ShellHost {
             .secrets
             .iter()
             .map(|name| {
-                std::env::var(name).map(|v| (name.clone(), v)).map_err(|_| format!("secret `{name}` is not set in the environment"))
+                std::env::var(name)
+                    .map(|v| (name.clone(), v))
+                    .map_err(|_| format!("secret `{name}` is not set in the environment"))
             })
             .collect::<Result<_, _>>()?;
         // Short: a unix socket path must fit in 108 bytes.
@@ -153,7 +171,10 @@ impl ShellHost {
     }
 
     fn redact(&self, text: &str) -> String {
-        self.secrets.iter().filter(|(_, v)| !v.is_empty()).fold(text.to_string(), |t, (_, v)| t.replace(v, "[redacted]"))
+        self.secrets
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .fold(text.to_string(), |t, (_, v)| t.replace(v, "[redacted]"))
     }
 
     fn render(&self, command: &str, node: NodeRef<'_>, params: &Params) -> Result<String, AdapterError> {
@@ -197,10 +218,20 @@ impl ShellHost {
                     args.extend(["-p".into(), port.to_string()]);
                 }
                 if let Some(identity) = &ssh.identity {
-                    args.extend(["-i".into(), identity.display().to_string(), "-o".into(), "IdentitiesOnly=yes".into()]);
+                    args.extend([
+                        "-i".into(),
+                        identity.display().to_string(),
+                        "-o".into(),
+                        "IdentitiesOnly=yes".into(),
+                    ]);
                 }
                 if let Some(known) = &ssh.known_hosts {
-                    args.extend(["-o".into(), format!("UserKnownHostsFile={}", known.display()), "-o".into(), "StrictHostKeyChecking=yes".into()]);
+                    args.extend([
+                        "-o".into(),
+                        format!("UserKnownHostsFile={}", known.display()),
+                        "-o".into(),
+                        "StrictHostKeyChecking=yes".into(),
+                    ]);
                 }
                 for option in &ssh.options {
                     args.extend(["-o".into(), option.clone()]);
@@ -217,7 +248,14 @@ impl ShellHost {
     }
 
     /// Runs one named command on a node; `ctx` records it in the transcript.
-    async fn run(&self, node: NodeRef<'_>, command: &str, params: &Params, timeout: Duration, ctx: Option<&CallCtx>) -> Result<Ran, AdapterError> {
+    async fn run(
+        &self,
+        node: NodeRef<'_>,
+        command: &str,
+        params: &Params,
+        timeout: Duration,
+        ctx: Option<&CallCtx>,
+    ) -> Result<Ran, AdapterError> {
         let script = self.render(command, node, params)?;
         let (program, args) = self.argv(node, &script);
         if program == "ssh" {
@@ -290,7 +328,12 @@ impl ShellHost {
 
     /// Polls health until it passes (and, with `boot_before`, the boot id
     /// changed) or `timeout` runs out.
-    async fn wait_until_up(&self, node: NodeRef<'_>, timeout: Duration, boot_before: Option<&str>) -> Result<Duration, AdapterError> {
+    async fn wait_until_up(
+        &self,
+        node: NodeRef<'_>,
+        timeout: Duration,
+        boot_before: Option<&str>,
+    ) -> Result<Duration, AdapterError> {
         let started = Instant::now();
         loop {
             if self.healthy(node).await {
@@ -303,7 +346,10 @@ impl ShellHost {
                 }
             }
             if started.elapsed() >= timeout {
-                return Err(AdapterError::Timeout { after: timeout, message: format!("{} is not back and healthy", node.node.name) });
+                return Err(AdapterError::Timeout {
+                    after: timeout,
+                    message: format!("{} is not back and healthy", node.node.name),
+                });
             }
             tokio::time::sleep(self.settings.poll_interval).await;
         }
@@ -353,11 +399,13 @@ impl HostAdapter for ShellHost {
         }
         let mut params = Params::new();
         params.insert("version".into(), json!(patch.from_version));
+        let started = Instant::now();
         let ran = self.run(node, "restore", &params, ctx.timeout, Some(ctx)).await?;
         if !ran.ok() {
             return Err(failed("restore", node, &ran));
         }
-        Ok(())
+        // A restore may restart the service: it is done when the node is healthy.
+        self.wait_until_up(node, ctx.timeout.saturating_sub(started.elapsed()), None).await.map(|_| ())
     }
 
     async fn reboot(&self, node: NodeRef<'_>, ctx: &CallCtx) -> Result<Duration, AdapterError> {
@@ -387,7 +435,12 @@ impl HostAdapter for ShellHost {
             let text = self.output_of(node, "facts").await?;
             match serde_json::from_str::<Value>(&text) {
                 Ok(Value::Object(map)) => facts.extend(map),
-                _ => return Err(AdapterError::Failed(format!("the `facts` command on {} did not print a JSON object", node.node.name))),
+                _ => {
+                    return Err(AdapterError::Failed(format!(
+                        "the `facts` command on {} did not print a JSON object",
+                        node.node.name
+                    )))
+                }
             }
         }
         Ok(facts)
@@ -402,7 +455,10 @@ mod tests {
     fn interpolated_values_are_shell_quoted() {
         let hb = templates();
         let out = hb
-            .render_template("apt-get install -y{{#each packages}} {{this}}{{/each}} # {{node}}", &json!({"packages": ["nginx", "x; rm -rf /"], "node": "web-1 $(id)"}))
+            .render_template(
+                "apt-get install -y{{#each packages}} {{this}}{{/each}} # {{node}}",
+                &json!({"packages": ["nginx", "x; rm -rf /"], "node": "web-1 $(id)"}),
+            )
             .expect("render");
         assert_eq!(out, "apt-get install -y nginx 'x; rm -rf /' # 'web-1 $(id)'");
     }

@@ -609,25 +609,25 @@ impl Executor {
                     format!("the journal cannot be written: {e}"),
                 )));
             }
-            self.pause_point(call_no, "intent");
+            self.pause_point(&spec, call_no, "intent");
         }
         let ctx = self.ctx(spec.timeout, &token);
         let transcript = ctx.transcript.clone();
         let result = self.bridge(spec.action, &token, spec.timeout, call(ctx));
-        self.pause_point(call_no, "call");
+        self.pause_point(&spec, call_no, "call");
         let at = self.now();
         self.outcome_record(&spec, call_no, &result, at.saturating_sub(started), false, transcript.take());
         self.account(&spec, at);
         after(&result);
         self.finished_event(&spec, at, at.saturating_sub(started), &result, detail, false);
-        self.pause_point(call_no, "outcome");
+        self.pause_point(&spec, call_no, "outcome");
         result.map_err(|e| spec.error(e))
     }
 
     /// The test hook, for journaled runs only (never the preflight).
-    fn pause_point(&self, call: u64, phase: &str) {
+    fn pause_point(&self, spec: &StepSpec<'_>, call: u64, phase: &str) {
         if self.recorder().has_journal() {
-            crate::testing::pause_point(call, phase);
+            crate::testing::pause_point(call, spec.action.as_str(), spec.node_name(), phase);
         }
     }
 

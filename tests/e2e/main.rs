@@ -8,5 +8,7 @@ mod audit;
 mod drift;
 mod errors;
 mod guards;
+mod real;
+mod real_pool;
 mod rehearsals;
 mod resume;
