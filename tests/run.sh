@@ -1,6 +1,24 @@
 #!/usr/bin/env bash
 # The test command: the whole suite, unit and end-to-end, as CI runs it.
+# The end-to-end tests start real HAProxy and sshd on loopback; the Debian
+# packages are installed here when missing (with CI=true a missing server
+# fails its test instead of skipping it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+need=()
+for bin in /usr/sbin/haproxy:haproxy /usr/sbin/sshd:openssh-server /usr/bin/ssh:openssh-client /usr/bin/curl:curl; do
+    [ -x "${bin%%:*}" ] || need+=("${bin##*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing ${need[*]} for the real-server tests"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -q || true
+    $sudo apt-get install -y -q --no-install-recommends "${need[@]}" \
+        || echo "warning: could not install ${need[*]}; the real-server tests will skip (or fail under CI=true)"
+fi
+
 cargo build --release --bin pitcrew
 cargo test --workspace --release

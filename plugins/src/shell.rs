@@ -135,6 +135,10 @@ pub struct ShellHost {
     templates: Handlebars<'static>,
     secrets: Vec<(String, String)>,
     control_dir: PathBuf,
+    /// One SSH command at a time: the first sets up the ControlMaster and
+    /// every later one reuses it (concurrent first connections would each
+    /// pay a full handshake).
+    ssh_turn: tokio::sync::Mutex<()>,
 }
 
 impl ShellHost {
@@ -167,7 +171,7 @@ impl ShellHost {
             .collect::<Result<_, _>>()?;
         // Short: a unix socket path must fit in 108 bytes.
         let control_dir = std::env::temp_dir().join(format!("pitcrew-ssh-{}", std::process::id()));
-        Ok(Self { settings, templates, secrets, control_dir })
+        Ok(Self { settings, templates, secrets, control_dir, ssh_turn: tokio::sync::Mutex::new(()) })
     }
 
     fn redact(&self, text: &str) -> String {
@@ -258,9 +262,12 @@ impl ShellHost {
     ) -> Result<Ran, AdapterError> {
         let script = self.render(command, node, params)?;
         let (program, args) = self.argv(node, &script);
-        if program == "ssh" {
+        let _turn = if program == "ssh" {
             let _ = std::fs::create_dir_all(&self.control_dir);
-        }
+            Some(self.ssh_turn.lock().await)
+        } else {
+            None
+        };
         let started = Instant::now();
         let child = tokio::process::Command::new(&program)
             .args(&args)
@@ -377,10 +384,9 @@ fn failed(command: &str, node: NodeRef<'_>, ran: &Ran) -> AdapterError {
 #[async_trait]
 impl HostAdapter for ShellHost {
     async fn state(&self, node: NodeRef<'_>) -> Result<HostState, AdapterError> {
-        let up = self.healthy(node).await;
-        let version = self.output_of(node, "version").await.unwrap_or_else(|_| "unknown".into());
-        let boot_id = self.output_of(node, "boot_id").await.ok();
-        Ok(HostState { up, version, boot_id })
+        let (up, version, boot_id) =
+            tokio::join!(self.healthy(node), self.output_of(node, "version"), self.output_of(node, "boot_id"));
+        Ok(HostState { up, version: version.unwrap_or_else(|_| "unknown".into()), boot_id: boot_id.ok() })
     }
 
     async fn patch(&self, node: NodeRef<'_>, params: &Params, ctx: &CallCtx) -> Result<PatchReport, AdapterError> {

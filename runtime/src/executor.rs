@@ -373,25 +373,31 @@ impl Executor {
                 (Some(replication), ClusterKind::ActivePassive) => Some(replication.roles(cluster).await?),
                 _ => None,
             };
-            let mut views = Vec::with_capacity(cluster.nodes.len());
-            for node in &cluster.nodes {
-                let at = NodeRef { cluster, node };
-                let host = adapters.host.state(at).await?;
-                let traffic = match &adapters.traffic {
-                    Some(traffic) if cluster.kind == ClusterKind::Pool => Some(traffic.state(at).await?),
-                    _ => None,
-                };
-                let role = roles.as_ref().and_then(|r| r.iter().find(|(n, _)| *n == node.name).map(|(_, role)| *role));
-                views.push(NodeView {
-                    name: node.name.clone(),
-                    role,
-                    in_service: traffic.map_or(role == Some(Role::Active), |t| t.in_service),
-                    connections: traffic.map_or(0, |t| t.connections),
-                    up: host.up,
-                    version: host.version,
-                });
-            }
-            Ok(views)
+            // Every node at once: a real cluster answers in one round trip.
+            let views = cluster.nodes.iter().map(|node| {
+                let roles = &roles;
+                async move {
+                    let at = NodeRef { cluster, node };
+                    let (host, traffic) = futures::join!(adapters.host.state(at), async {
+                        match &adapters.traffic {
+                            Some(traffic) if cluster.kind == ClusterKind::Pool => traffic.state(at).await.map(Some),
+                            _ => Ok(None),
+                        }
+                    });
+                    let (host, traffic) = (host?, traffic?);
+                    let role =
+                        roles.as_ref().and_then(|r| r.iter().find(|(n, _)| *n == node.name).map(|(_, role)| *role));
+                    Ok(NodeView {
+                        name: node.name.clone(),
+                        role,
+                        in_service: traffic.map_or(role == Some(Role::Active), |t| t.in_service),
+                        connections: traffic.map_or(0, |t| t.connections),
+                        up: host.up,
+                        version: host.version,
+                    })
+                }
+            });
+            futures::future::try_join_all(views).await
         })
         .map_err(|e| e.on_cluster(&cluster.name))
     }

@@ -52,6 +52,35 @@ fn rolling_pool_patches_every_backend_with_zero_failed_requests_under_load() {
         .flat_map(|r| r["commands"].as_array().cloned().unwrap_or_default())
         .any(|c| c["via"] == "ssh" && c["status"] == 0);
     assert!(over_ssh, "web-2 was patched over SSH");
+    // Figures for the closing note: drain time per node, and what the shell
+    // adapter adds to a step beyond the commands it ran.
+    let outcomes: Vec<&serde_json::Value> =
+        records.iter().filter(|r| r["kind"] == "outcome" && r["ok"] == true).collect();
+    let drains: Vec<String> = outcomes
+        .iter()
+        .filter(|r| r["action"] == "drain")
+        .map(|r| {
+            format!(
+                "{} {:.0} ms",
+                r["node"].as_str().unwrap_or_default(),
+                r["duration_s"].as_f64().unwrap_or_default() * 1e3
+            )
+        })
+        .collect();
+    let overheads: Vec<f64> = outcomes
+        .iter()
+        .filter(|r| r["action"] == "patch")
+        .map(|r| {
+            let commands: f64 =
+                r["commands"].as_array().map_or(0.0, |c| c.iter().filter_map(|c| c["duration_s"].as_f64()).sum());
+            (r["duration_s"].as_f64().unwrap_or_default() - commands) * 1e3
+        })
+        .collect();
+    eprintln!(
+        "drain times: {}; shell overhead per patch step beyond its commands: {overheads:.1?} ms; run wall {} ms",
+        drains.join(", "),
+        out.json()["wall_ms"]
+    );
     let drain = records.iter().find(|r| r["kind"] == "outcome" && r["action"] == "drain").expect("a drain");
     assert!(drain["commands"][0]["command"].as_str().is_some_and(|c| c.contains("state drain")), "{drain}");
 }
