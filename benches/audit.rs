@@ -31,6 +31,9 @@ fn append_rate(records: usize, sync: bool) -> (f64, Duration, std::path::PathBuf
         rollback_on_failure: true,
         lib: Vec::new(),
         clusters: vec!["web".into()],
+        cwd: String::new(),
+        max_operations: None,
+        deadline_s: None,
     };
     writer.append(Duration::ZERO, Body::Header(header)).expect("header");
     let started = Instant::now();

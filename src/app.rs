@@ -9,7 +9,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::Parser;
 use pitcrew_plugins::sim::Fault;
-use pitcrew_plugins::{live_adapters, rehearsal_adapters, rehearsal_twin, saved_twin, BuiltAdapters, PluginError};
+use pitcrew_plugins::{
+    live_adapters, rehearsal_adapters, rehearsal_twin, saved_twin, world_for_new_run, BuiltAdapters, PluginError,
+};
 use pitcrew_runtime::event::NullSink;
 use pitcrew_runtime::journal::{self, sha256_hex, Body, JournalWriter, RunHeader, StateDir, StateError};
 use pitcrew_runtime::lock::{self, ClusterLocks, LockError, LockHolder};
@@ -42,7 +44,7 @@ pub fn run() -> u8 {
     match cli.command {
         Command::Rehearse { run, faults } => execute(&run, Mode::Rehearsal(faults), true, &state_dir),
         Command::Run { run, no_preflight } => execute(&run, Mode::Live, !no_preflight, &state_dir),
-        Command::Resume { run, output, break_lock } => resume(&run, &output, break_lock, &state_dir),
+        Command::Resume { run, output, break_lock, params } => resume(&run, &output, break_lock, &params, &state_dir),
         Command::Audit { command: AuditCommand::Verify { run } } => crate::audit::verify(&state_dir, &run),
         Command::Audit { command: AuditCommand::Show { run } } => crate::audit::show(&state_dir, &run),
         Command::Runs => crate::audit::runs(&state_dir),
@@ -238,10 +240,19 @@ fn execute(args: &RunArgs, mode: Mode, with_preflight: bool, state_dir: &Path) -
         rollback_on_failure: request.rollback_on_failure,
         lib: args.lib.iter().map(|p| p.display().to_string()).collect(),
         clusters: clusters.clone(),
+        cwd: std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
+        max_operations: Some(request.limits.max_operations),
+        deadline_s: Some(request.limits.deadline.as_secs_f64()),
     };
     let built = match &mode {
         Mode::Rehearsal(faults) => rehearsal_twin(&prepared.inventory, faults, Some(prepared.state.twin_path(&id))),
-        Mode::Live => live_adapters(&prepared.inventory, Some(&prepared.state.sim_dir())),
+        Mode::Live => {
+            live_adapters(&prepared.inventory, Some(&prepared.state.sim_dir())).and_then(|built| match built.twin {
+                // A persistent sim world: this run starts its clock and figures at zero.
+                Some(_) => world_for_new_run(&prepared.inventory, &prepared.state.sim_dir()),
+                None => Ok(built),
+            })
+        }
     };
     let built = match built {
         Ok(b) => b,
@@ -398,7 +409,13 @@ fn set_aside_torn_tail(path: &Path) -> Result<Option<PathBuf>, StateError> {
     Ok(Some(side))
 }
 
-fn resume(run: &str, output: &OutputArgs, break_lock: bool, state_dir: &Path) -> u8 {
+fn resume(
+    run: &str,
+    output: &OutputArgs,
+    break_lock: bool,
+    given: &[(String, serde_json::Value)],
+    state_dir: &Path,
+) -> u8 {
     let state = match StateDir::open(state_dir) {
         Ok(s) => s,
         Err(e) => return fail(INVALID, e),
@@ -435,8 +452,10 @@ fn resume(run: &str, output: &OutputArgs, break_lock: bool, state_dir: &Path) ->
         eprintln!("error: run {id} has no header record");
         return BROKEN_TRAIL;
     };
-    let lib: Vec<PathBuf> = header.lib.iter().map(PathBuf::from).collect();
-    let prepared = match prepare(Path::new(&header.playbook), Path::new(&header.inventory), &lib, state_dir) {
+    // Paths as the run was started, from the directory it was started in.
+    let at = |p: &str| if header.cwd.is_empty() { PathBuf::from(p) } else { Path::new(&header.cwd).join(p) };
+    let lib: Vec<PathBuf> = header.lib.iter().map(|p| at(p)).collect();
+    let prepared = match prepare(&at(&header.playbook), &at(&header.inventory), &lib, state_dir) {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -455,7 +474,8 @@ fn resume(run: &str, output: &OutputArgs, break_lock: bool, state_dir: &Path) ->
         Err(code) => return code,
     };
     let (mode, built) = if header.mode == "rehearsal" {
-        (Mode::Rehearsal(Vec::new()), saved_twin(&prepared.inventory, &state.twin_path(&id)))
+        let faults = header.faults.iter().filter_map(|f| f.parse().ok()).collect();
+        (Mode::Rehearsal(faults), saved_twin(&prepared.inventory, &state.twin_path(&id)))
     } else {
         (Mode::Live, live_adapters(&prepared.inventory, Some(&state.sim_dir())))
     };
@@ -479,15 +499,28 @@ fn resume(run: &str, output: &OutputArgs, break_lock: bool, state_dir: &Path) ->
     if header.mode != "rehearsal" {
         recorder.facts_dir = Some(state.facts_dir());
     }
-    let params: BTreeMap<String, serde_json::Value> = match &header.params {
+    let mut params: BTreeMap<String, serde_json::Value> = match &header.params {
         serde_json::Value::Object(map) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         _ => BTreeMap::new(),
     };
+    // Secrets were never written down: the operator gives them again.
+    for (key, value) in given {
+        params.insert(key.clone(), value.clone());
+    }
+    if let Some((key, _)) = params.iter().find(|(_, v)| v.as_str() == Some("[redacted]")) {
+        eprintln!("error: parameter `{key}` was a secret and the journal does not keep it");
+        eprintln!("  help: pass it again: pitcrew resume {id} --param {key}=VALUE");
+        return INVALID;
+    }
     let request = RunRequest {
         playbook: prepared.playbook.clone(),
         params,
         rollback_on_failure: header.rollback_on_failure,
-        limits: Limits { deadline: Duration::from_secs(24 * 3600), ..Limits::default() },
+        limits: Limits {
+            max_operations: header.max_operations.unwrap_or(Limits::default().max_operations),
+            deadline: header.deadline_s.map_or(Duration::from_secs(24 * 3600), Duration::from_secs_f64),
+            ..Limits::default()
+        },
         lib_roots: lib,
     };
     let marker = Body::Resumed {

@@ -59,6 +59,9 @@ pub enum Command {
         /// Take over cluster locks whose holder process is gone.
         #[arg(long)]
         break_lock: bool,
+        /// A parameter the journal recorded as [redacted] (repeatable).
+        #[arg(long = "param", value_name = "K=V", value_parser = parse_param)]
+        params: Vec<(String, serde_json::Value)>,
     },
     /// Verify or show a run's audit trail.
     Audit {

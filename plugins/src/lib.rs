@@ -197,6 +197,22 @@ pub fn saved_twin(inventory: &Inventory, path: &Path) -> Result<BuiltAdapters, P
     Ok(on_twin(inventory, Arc::new(twin), &settings))
 }
 
+/// The persistent sim world of an inventory, ready for a new run (its
+/// clock and user figures start from zero).
+pub fn world_for_new_run(inventory: &Inventory, sim_dir: &Path) -> Result<BuiltAdapters, PluginError> {
+    let path = world_path(sim_dir, inventory);
+    if !path.exists() {
+        return rehearsal_twin(inventory, &[], Some(path));
+    }
+    let settings = cluster_settings(inventory)?;
+    let state = |e: String| PluginError::State(e);
+    let twin = SimTwin::load(&path, inventory)
+        .map_err(|e| state(e.to_string()))?
+        .start_new_run()
+        .map_err(|e| state(e.to_string()))?;
+    Ok(on_twin(inventory, Arc::new(twin), &settings))
+}
+
 /// Where the persistent sim world of an inventory lives in a state dir.
 pub fn world_path(sim_dir: &Path, inventory: &Inventory) -> PathBuf {
     let canonical = std::fs::canonicalize(&inventory.source.path).unwrap_or_else(|_| inventory.source.path.clone());
@@ -218,6 +234,8 @@ pub fn live_adapters(inventory: &Inventory, sim_dir: Option<&Path>) -> Result<Bu
     if sims == used.len() {
         let Some(dir) = sim_dir else { return rehearsal_adapters(inventory, &[]) };
         let path = world_path(dir, inventory);
+        // `pitcrew run` rebases it with world_for_new_run; resume and drift
+        // continue the world as it is.
         return if path.exists() { saved_twin(inventory, &path) } else { rehearsal_twin(inventory, &[], Some(path)) };
     }
     if sims > 0 {

@@ -48,6 +48,13 @@ impl Clock {
         }
     }
 
+    /// Sets virtual time (a persistent sim world starting a new run).
+    pub fn set(&self, to: Duration) {
+        if let Self::Virtual(nanos) = self {
+            nanos.store(u64::try_from(to.as_nanos()).unwrap_or(u64::MAX), Ordering::Release);
+        }
+    }
+
     /// Waits `duration` (virtually: advances at once). Returns false when
     /// cancelled first.
     pub async fn sleep(&self, duration: Duration, cancel: &CancellationToken) -> bool {

@@ -191,6 +191,14 @@ pub struct RunHeader {
     pub rollback_on_failure: bool,
     pub lib: Vec<String>,
     pub clusters: Vec<String>,
+    /// The directory the run started in; relative paths resolve from it.
+    #[serde(default)]
+    pub cwd: String,
+    /// Script limits the run was started with, so a resume keeps them.
+    #[serde(default)]
+    pub max_operations: Option<u64>,
+    #[serde(default)]
+    pub deadline_s: Option<f64>,
 }
 
 /// One record's content.
@@ -534,6 +542,9 @@ mod tests {
             rollback_on_failure: true,
             lib: vec![],
             clusters: vec!["web".into()],
+            cwd: String::new(),
+            max_operations: None,
+            deadline_s: None,
         })
     }
 

@@ -36,6 +36,10 @@ fn check_accepts_every_shipped_playbook() {
         let path = crate::support::playbook(name);
         Pitcrew::new().args(["check", path.as_str(), "-i", DEMO]).run().expect_code(0).expect_stderr("compiles");
     }
+    // The shipped real-pool example validates and rehearses on the twin.
+    let example = "playbooks/inventories/haproxy-example.yaml";
+    Pitcrew::new().args(["check", "playbooks/rolling_pool.rhai", "-i", example]).run().expect_code(0);
+    Pitcrew::new().args(["rehearse", "playbooks/rolling_pool.rhai", "-i", example, "-q"]).run().expect_code(0);
 }
 
 #[test]

@@ -171,3 +171,40 @@ fn one_run_per_cluster_live_holders_block_and_stale_ones_need_break_lock() {
     let broke = records(dir.path(), &newest).into_iter().find(|r| r["kind"] == "lock_broken").expect("recorded");
     assert_eq!(broke["holder"]["run"], held_by.as_str());
 }
+
+#[test]
+fn resume_asks_again_for_secrets_and_works_from_another_directory() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let args = ["rehearse", "playbooks/rolling_pool.rhai", "-i", DEMO, "-q", "--param", "db_password=hunter2"];
+    assert!(kill_at(&args, dir.path(), "patch@web-2:intent"));
+    let id = run_ids(dir.path()).pop().expect("killed");
+    in_state(dir.path(), &["resume", &id])
+        .expect_code(2)
+        .expect_stderr(&format!("pitcrew resume {id} --param db_password=VALUE"));
+    // Resumed from elsewhere: the journal's relative paths resolve from where the run started.
+    let elsewhere = tempfile::tempdir().expect("tmp");
+    let mut command = Pitcrew::new()
+        .args(["resume", &id, "--param", "db_password=hunter2", "-q"])
+        .env("PITCREW_STATE_DIR", &dir.path().display().to_string())
+        .command();
+    let status = command.current_dir(elsewhere.path()).status().expect("resume");
+    assert_eq!(status.code(), Some(0));
+    assert!(!std::fs::read_to_string(dir.path().join("runs").join(format!("{id}.jsonl")))
+        .expect("journal")
+        .contains("hunter2"));
+}
+
+#[test]
+fn each_run_on_the_persistent_sim_world_has_its_own_clock_and_figures() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let args = ["run", "playbooks/rolling_pool.rhai", "-i", DEMO, "-q", "--json"];
+    let first = in_state(dir.path(), &args);
+    first.expect_code(0);
+    let second = in_state(dir.path(), &args);
+    second.expect_code(0);
+    let (a, b) = (first.json(), second.json());
+    // The second run patches 1.24.1 -> 1.24.1 and takes as long as the first, from T+0.
+    assert!((a["duration_s"].as_f64().expect("d") - b["duration_s"].as_f64().expect("d")).abs() < 1.0, "{a} {b}");
+    assert_eq!(a["traffic"]["requests"], b["traffic"]["requests"]);
+    assert!(b["nodes"].as_array().expect("nodes").iter().all(|n| n["version_before"] == "1.24.1"));
+}

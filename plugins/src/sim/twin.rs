@@ -260,6 +260,33 @@ impl SimTwin {
         Ok(self)
     }
 
+    /// Starts a new run on a persistent world: time restarts at zero (the
+    /// world's pending timers move with it) and user traffic counts afresh,
+    /// so a run's times, window and figures are its own. Saved as a new base.
+    pub fn start_new_run(self) -> Result<Self, AdapterError> {
+        let now = self.clock.now();
+        {
+            let mut twin = self.lock();
+            for node in &mut twin.nodes {
+                node.down_until = node.down_until.map(|t| if t == Duration::MAX { t } else { t.saturating_sub(now) });
+                node.synced_at = node.synced_at.saturating_sub(now);
+                node.drain_from = node.drain_from.map(|(since, open)| (since.saturating_sub(now), open));
+            }
+            for cluster in &mut twin.clusters {
+                cluster.accounted = Duration::ZERO;
+                cluster.requests = 0.0;
+                cluster.failed = 0.0;
+                cluster.interruption = Duration::ZERO;
+            }
+            twin.clock_nanos = 0;
+        }
+        self.clock.set(Duration::ZERO);
+        match self.persist.as_ref().map(|p| p.path.clone()) {
+            Some(path) => self.persist_to(path),
+            None => Ok(self),
+        }
+    }
+
     /// Loads a saved twin (base and change log); its nodes must match the
     /// inventory's. A change cut short at the end of the log is ignored.
     pub fn load(path: &Path, inventory: &Inventory) -> Result<Self, TwinStateError> {
