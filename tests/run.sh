@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The test command: the whole suite, unit and end-to-end, as CI runs it.
-# The end-to-end tests start real HAProxy and sshd on loopback; the Debian
+# The end-to-end tests start real HAProxy, sshd and Redis on loopback; the Debian
 # packages are installed here when missing (with CI=true a missing server
 # fails its test instead of skipping it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for bin in /usr/sbin/haproxy:haproxy /usr/sbin/sshd:openssh-server /usr/bin/ssh:openssh-client /usr/bin/curl:curl; do
+for bin in /usr/sbin/haproxy:haproxy /usr/sbin/sshd:openssh-server /usr/bin/ssh:openssh-client /usr/bin/curl:curl /usr/bin/redis-server:redis-server /usr/bin/redis-cli:redis-tools; do
     [ -x "${bin%%:*}" ] || need+=("${bin##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -7,6 +7,7 @@
 
 pub mod haproxy;
 pub mod probe;
+pub mod redis;
 pub mod shell;
 pub mod sim;
 
@@ -28,6 +29,7 @@ pub const KINDS: &[(&str, &[Concern])] = &[
     ("haproxy", &[Concern::Traffic]),
     ("http", &[Concern::Probe]),
     ("tcp", &[Concern::Probe]),
+    ("redis", &[Concern::Replication]),
 ];
 
 /// Adapters could not be built from the inventory or the command line.
@@ -107,6 +109,10 @@ fn check_kinds(inventory: &Inventory) -> Result<(), InventoryError> {
                 settings_of::<probe::TcpProbeSettings>(inventory, name)?;
                 Ok(())
             }
+            "redis" => {
+                settings_of::<redis::RedisSettings>(inventory, name)?;
+                Ok(())
+            }
             _ => Ok(()),
         };
         checked.map_err(|message| invalid_settings(inventory, name, message))?;
@@ -124,7 +130,7 @@ fn check_kinds(inventory: &Inventory) -> Result<(), InventoryError> {
                         cluster.name,
                         concern.as_str()
                     ),
-                    Some("shell serves host; haproxy serves traffic; http and tcp serve probe; sim serves all".into()),
+                    Some("shell serves host; haproxy serves traffic; redis serves replication; http and tcp serve probe; sim serves all".into()),
                 ));
             }
         }
@@ -251,10 +257,11 @@ pub fn live_adapters(inventory: &Inventory, sim_dir: Option<&Path>) -> Result<Bu
 }
 
 fn real_adapters(inventory: &Inventory) -> Result<BuiltAdapters, PluginError> {
-    use pitcrew_runtime::adapter::{HostAdapter, ProbeAdapter, TrafficAdapter};
+    use pitcrew_runtime::adapter::{HostAdapter, ProbeAdapter, ReplicationAdapter, TrafficAdapter};
     let mut hosts: HashMap<String, Arc<dyn HostAdapter>> = HashMap::new();
     let mut traffic: HashMap<String, Arc<dyn TrafficAdapter>> = HashMap::new();
     let mut probes: HashMap<String, Arc<dyn ProbeAdapter>> = HashMap::new();
+    let mut replication: HashMap<String, Arc<dyn ReplicationAdapter>> = HashMap::new();
     for (name, spec) in &inventory.adapters {
         let fail = |message: String| PluginError::from(invalid_settings(inventory, name, message));
         match spec.kind.as_str() {
@@ -282,6 +289,10 @@ fn real_adapters(inventory: &Inventory) -> Result<BuiltAdapters, PluginError> {
                     Arc::new(probe::ServiceProbe::tcp(settings_of(inventory, name)?).map_err(fail)?),
                 );
             }
+            "redis" => {
+                let adapter = redis::RedisReplication::new(settings_of(inventory, name)?).map_err(fail)?;
+                replication.insert(name.clone(), Arc::new(adapter));
+            }
             _ => {}
         }
     }
@@ -294,15 +305,9 @@ fn real_adapters(inventory: &Inventory) -> Result<BuiltAdapters, PluginError> {
                 .get(host_name)
                 .cloned()
                 .ok_or_else(|| PluginError::State(format!("no host adapter `{host_name}`")))?,
-            replication: None,
+            replication: cluster.adapter_for(Concern::Replication).and_then(|n| replication.get(n).cloned()),
             probe: cluster.adapter_for(Concern::Probe).and_then(|n| probes.get(n).cloned()),
         };
-        if cluster.kind == pitcrew_runtime::ClusterKind::ActivePassive {
-            return Err(PluginError::State(format!(
-                "cluster `{}`: no real replication adapter in this build yet; rehearse it on the sim twin",
-                cluster.name
-            )));
-        }
         clusters.insert(cluster.name.clone(), adapters);
     }
     Ok(BuiltAdapters { adapters: Adapters { clock: Clock::system(), clusters }, twin: None })

@@ -9,6 +9,7 @@ mod drift;
 mod errors;
 mod guards;
 mod real;
+mod real_pair;
 mod real_pool;
 mod rehearsals;
 mod resume;

@@ -3,6 +3,7 @@
 //! so at least one node is patched over SSH. Everything is torn down when
 //! the fixture is dropped.
 
+pub mod pair;
 pub mod pool;
 
 use std::net::TcpListener;
