@@ -166,7 +166,7 @@ impl RedisReplication {
         let started = Instant::now();
         let caught_up = loop {
             let (p, r) = (self.info(old).await?, self.info(target).await?);
-            if p.get("master_repl_offset").is_some() && p.get("master_repl_offset") == r.get("slave_repl_offset") {
+            if p.contains_key("master_repl_offset") && p.get("master_repl_offset") == r.get("slave_repl_offset") {
                 break true;
             }
             if started.elapsed() >= self.settings.failover_timeout {
