@@ -50,6 +50,19 @@ fn standby_first(switch_back: bool, method: &str) {
         .filter(|r| r["kind"] == "outcome" && r["ok"] == true)
         .filter_map(|r| r["action"].as_str().map(str::to_string))
         .collect();
+    let phases: Vec<String> = records(&pair.state_dir(), &id)
+        .iter()
+        .filter(|r| r["kind"] == "outcome" && r["ok"] == true)
+        .map(|r| {
+            format!(
+                "{} {} {:.2}s",
+                r["action"].as_str().unwrap_or_default(),
+                r["node"].as_str().unwrap_or(""),
+                r["duration_s"].as_f64().unwrap_or_default()
+            )
+        })
+        .collect();
+    eprintln!("phases ({method}, switch_back={switch_back}): {}", phases.join(", "));
     let before_switch = actions.iter().position(|a| a == "switchover").expect("a switchover");
     assert_eq!(actions[before_switch - 1], "check_sync", "{actions:?}");
     let sync = records(&pair.state_dir(), &id)
