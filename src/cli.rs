@@ -59,7 +59,7 @@ pub enum Command {
         /// Take over cluster locks whose holder process is gone.
         #[arg(long)]
         break_lock: bool,
-        /// A parameter the journal recorded as [redacted] (repeatable).
+        /// A parameter to give again, e.g. a secret the journal recorded as [redacted] (repeatable).
         #[arg(long = "param", value_name = "K=V", value_parser = parse_param)]
         params: Vec<(String, serde_json::Value)>,
     },

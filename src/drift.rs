@@ -60,7 +60,7 @@ pub fn run(state_dir: &Path, inventory: &Path, only: Option<&str>, json: bool, f
         },
         None => inventory.clusters.clone(),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

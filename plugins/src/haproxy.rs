@@ -114,6 +114,10 @@ impl HaproxyTraffic {
     }
 
     async fn set_state(&self, server: &str, state: &str, ctx: &CallCtx) -> Result<(), AdapterError> {
+        // The runtime API reads one command per line: a name must be one word.
+        if server.is_empty() || server.chars().any(|c| c.is_whitespace() || c.is_control() || c == ';') {
+            return Err(AdapterError::Failed(format!("`{server}` is not a valid HAProxy server name (vars.server)")));
+        }
         let command = format!("set server {}/{server} state {state}", self.settings.backend);
         let answer = self.command(&command).await?;
         ctx.transcript.push(serde_json::json!({ "command": command, "answer": answer.trim() }));

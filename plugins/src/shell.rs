@@ -206,7 +206,9 @@ impl ShellHost {
         let local = node.node.vars.get("connection").and_then(|v| v.as_str()) == Some("local");
         match (&self.settings.ssh, &node.node.address) {
             (Some(ssh), Some(address)) if !local => {
-                let mut args = vec![
+                // ssh keeps the first value of an option: the operator's come first.
+                let mut args: Vec<String> = ssh.options.iter().flat_map(|o| ["-o".to_string(), o.clone()]).collect();
+                args.extend([
                     "-o".into(),
                     "BatchMode=yes".into(),
                     "-o".into(),
@@ -217,7 +219,7 @@ impl ShellHost {
                     "ControlPersist=60".into(),
                     "-o".into(),
                     "ConnectTimeout=5".into(),
-                ];
+                ]);
                 if let Some(port) = ssh.port {
                     args.extend(["-p".into(), port.to_string()]);
                 }
@@ -237,14 +239,12 @@ impl ShellHost {
                         "StrictHostKeyChecking=yes".into(),
                     ]);
                 }
-                for option in &ssh.options {
-                    args.extend(["-o".into(), option.clone()]);
-                }
                 let target = match &ssh.user {
                     Some(user) => format!("{user}@{address}"),
                     None => address.clone(),
                 };
-                args.extend([target, "--".into(), script.to_string()]);
+                // `--` first: a target can never be read as an ssh option.
+                args.extend(["--".into(), target, script.to_string()]);
                 ("ssh".into(), args)
             }
             _ => ("sh".into(), vec!["-c".into(), script.to_string()]),
@@ -467,6 +467,20 @@ mod tests {
             )
             .expect("render");
         assert_eq!(out, "apt-get install -y nginx 'x; rm -rf /' # 'web-1 $(id)'");
+    }
+
+    #[test]
+    fn packages_come_from_the_playbook_or_else_the_node() {
+        let template = "upgrade{{#each packages}} {{this}}{{/each}}{{#unless packages}}{{#each vars.packages}} {{this}}{{/each}}{{/unless}}";
+        let hb = templates();
+        let from_vars = hb
+            .render_template(template, &json!({"packages": [], "vars": {"packages": ["nginx", "openssl"]}}))
+            .expect("render");
+        assert_eq!(from_vars, "upgrade nginx openssl");
+        let given = hb
+            .render_template(template, &json!({"packages": ["curl"], "vars": {"packages": ["nginx"]}}))
+            .expect("render");
+        assert_eq!(given, "upgrade curl");
     }
 
     #[test]

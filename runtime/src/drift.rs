@@ -12,8 +12,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Facts that describe a run, not the node; never drift.
-const VOLATILE: &[&str] = &["patched"];
+/// Facts that change on their own (a boot id differs on every boot and
+/// every node) or describe a run, not the node; never drift.
+const VOLATILE: &[&str] = &["patched", "boot_id"];
 
 /// Flattens nested facts to `a.b.c -> value` (values as text).
 pub fn flatten(facts: &Value) -> BTreeMap<String, String> {

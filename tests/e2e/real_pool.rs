@@ -81,6 +81,9 @@ fn rolling_pool_patches_every_backend_with_zero_failed_requests_under_load() {
         drains.join(", "),
         out.json()["wall_ms"]
     );
+    // Regression: drift on real hosts returns (it once hung reaping its
+    // commands) and finds nothing after the run (boot ids are not drift).
+    in_state(&pool.state_dir(), &["drift", "-i", &pool.inventory()]).expect_code(0);
     let drain = records.iter().find(|r| r["kind"] == "outcome" && r["action"] == "drain").expect("a drain");
     assert!(drain["commands"][0]["command"].as_str().is_some_and(|c| c.contains("state drain")), "{drain}");
 }

@@ -51,12 +51,13 @@ fn script() -> PathBuf {
     root().join("tests/fixtures/redis-node.sh")
 }
 
+/// Fields drop in order: servers first, the directory last.
 pub struct RealPair {
-    pub dir: tempfile::TempDir,
     pub nodes: Vec<RedisNode>,
     pub front: u16,
     pub inventory: PathBuf,
     _haproxy: Server,
+    pub dir: tempfile::TempDir,
 }
 
 impl RealPair {
@@ -148,7 +149,7 @@ clusters:
                 .collect::<String>();
         let inventory_path = base.join("pair.yaml");
         std::fs::write(&inventory_path, inventory).expect("inventory");
-        Self { dir, nodes, front, inventory: inventory_path, _haproxy: haproxy }
+        Self { nodes, front, inventory: inventory_path, _haproxy: haproxy, dir }
     }
 
     pub fn state_dir(&self) -> PathBuf {

@@ -9,13 +9,14 @@ use super::{free_port, node_sh, python, wait_port, Backend, Server};
 pub const NEEDED: &[&str] =
     &["/usr/sbin/haproxy", "/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/ssh-keygen", "/usr/bin/curl"];
 
+/// Fields drop in order: servers first, the directory (pid files) last.
 pub struct RealPool {
-    pub dir: tempfile::TempDir,
     pub backends: Vec<Backend>,
     pub front: u16,
     pub inventory: PathBuf,
     _haproxy: Server,
     _sshd: Server,
+    pub dir: tempfile::TempDir,
 }
 
 fn run(command: &mut Command) {
@@ -134,7 +135,7 @@ clusters:
             + &nodes;
         let inventory_path = base.join("pool.yaml");
         std::fs::write(&inventory_path, inventory).expect("inventory");
-        Self { dir, backends, front, inventory: inventory_path, _haproxy: haproxy, _sshd: sshd }
+        Self { backends, front, inventory: inventory_path, _haproxy: haproxy, _sshd: sshd, dir }
     }
 
     pub fn url(&self) -> String {
