@@ -53,6 +53,22 @@ impl Drop for Server {
     }
 }
 
+/// Starts HAProxy in the foreground on `config` and waits for its front end.
+pub fn start_haproxy(dir: &Path, config: &str, front: u16) -> Server {
+    std::fs::write(dir.join("haproxy.cfg"), config).expect("haproxy config");
+    let haproxy = Server(
+        Command::new("/usr/sbin/haproxy")
+            .args(["-db", "-f"])
+            .arg(dir.join("haproxy.cfg"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start haproxy"),
+    );
+    wait_port(front);
+    haproxy
+}
+
 pub fn python() -> String {
     let out = Command::new("python3").args(["-c", "import sys; print(sys.executable)"]).output().expect("python3");
     String::from_utf8_lossy(&out.stdout).trim().to_string()

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use super::{free_port, node_sh, python, wait_port, Backend, Server};
+use super::{free_port, node_sh, python, start_haproxy, wait_port, Backend, Server};
 
 pub const NEEDED: &[&str] =
     &["/usr/sbin/haproxy", "/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/ssh-keygen", "/usr/bin/curl"];
@@ -41,17 +41,7 @@ impl RealPool {
              backend web_back\n  balance roundrobin\n  option httpchk GET /health\n  default-server inter 100ms fall 2 rise 1\n{servers}",
             socket.display()
         );
-        std::fs::write(base.join("haproxy.cfg"), config).expect("haproxy config");
-        let haproxy = Server(
-            Command::new("/usr/sbin/haproxy")
-                .args(["-db", "-f"])
-                .arg(base.join("haproxy.cfg"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start haproxy"),
-        );
-        wait_port(front);
+        let haproxy = start_haproxy(&base, &config, front);
 
         let ssh_port = free_port();
         run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(base.join("host_key")));
