@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use clap::Parser;
 use pitcrew_plugins::sim::Fault;
 use pitcrew_plugins::{
-    live_adapters, rehearsal_adapters, rehearsal_twin, saved_twin, world_for_new_run, BuiltAdapters, PluginError,
+    live_adapters, rehearsal_adapters, rehearsal_twin, saved_twin, world_for_new_run, BuiltAdapters,
 };
 use pitcrew_runtime::event::NullSink;
 use pitcrew_runtime::journal::{self, sha256_hex, Body, JournalWriter, RunHeader, StateDir, StateError};
@@ -52,6 +52,7 @@ pub fn run() -> u8 {
             crate::drift::run(&state_dir, &inventory, cluster.as_deref(), json, &faults)
         }
         Command::Check { playbook, inventory } => check(&playbook, inventory.as_deref()),
+        Command::Docs { format, definitions } => docs(&format, definitions.as_deref()),
     }
 }
 
@@ -76,22 +77,58 @@ impl Mode {
     }
 }
 
-fn check(playbook: &Path, inventory: Option<&Path>) -> u8 {
-    if let Some(path) = inventory {
-        if let Err(e) =
-            Inventory::load(path).map_err(PluginError::from).and_then(|inv| rehearsal_adapters(&inv, &[]).map(|_| ()))
-        {
-            render::report(e);
+fn docs(format: &str, definitions: Option<&Path>) -> u8 {
+    let engine = new_engine(&Limits::default(), Vec::new(), None);
+    if let Some(dir) = definitions {
+        return match std::fs::create_dir_all(dir).and_then(|()| engine.definitions().write_to_dir(dir)) {
+            Ok(()) => {
+                eprintln!("wrote the built-in definitions to {}", dir.display());
+                SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot write definitions to {}: {e}", dir.display());
+                INVALID
+            }
+        };
+    }
+    match format {
+        "text" => render::out(pitcrew_stdlib::reference::text(&engine).trim_end()),
+        "markdown" | "md" => render::out(pitcrew_stdlib::reference::markdown(&engine).trim_end()),
+        other => {
+            eprintln!("error: unknown format `{other}`\n  help: use --format text or --format markdown");
             return INVALID;
+        }
+    }
+    SUCCESS
+}
+
+/// The static checks; reports every finding and says whether there were none.
+fn static_checks(engine: &pitcrew_stdlib::Engine, playbook: &Playbook, inventory: Option<&Inventory>) -> bool {
+    let findings = pitcrew_stdlib::check::check(engine, playbook, inventory);
+    for f in &findings {
+        render::report(playbook.source.error_at(f.line, f.column, f.message.clone(), f.hint.clone()));
+    }
+    findings.is_empty()
+}
+
+fn check(playbook: &Path, inventory: Option<&Path>) -> u8 {
+    let inventory = match inventory.map(Inventory::load).transpose() {
+        Ok(inv) => inv,
+        Err(e) => return fail(INVALID, e),
+    };
+    if let Some(inv) = &inventory {
+        if let Err(e) = rehearsal_adapters(inv, &[]) {
+            return fail(INVALID, e);
         }
     }
     let engine = new_engine(&Limits::default(), Vec::new(), None);
     match compile(&engine, playbook) {
+        Ok(compiled) if !static_checks(&engine, &compiled, inventory.as_ref()) => INVALID,
         Ok(_) => {
             eprintln!(
                 "ok: {} compiles{}",
                 playbook.display(),
-                inventory.map(|i| format!(", {} is valid", i.display())).unwrap_or_default()
+                inventory.as_ref().map(|i| format!(", {} is valid", i.source.path.display())).unwrap_or_default()
             );
             SUCCESS
         }
@@ -120,6 +157,9 @@ fn prepare(playbook: &Path, inventory: &Path, lib: &[PathBuf], state_dir: &Path)
     let inventory = Inventory::load(inventory).map(Arc::new).map_err(|e| fail(INVALID, e))?;
     let engine = new_engine(&Limits::default(), lib.to_vec(), None);
     let playbook = compile(&engine, playbook).map_err(|e| fail(INVALID, e))?;
+    if !static_checks(&engine, &playbook, Some(&inventory)) {
+        return Err(INVALID);
+    }
     let state = StateDir::open(state_dir).map_err(|e| fail(INVALID, e))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| {
         eprintln!("error: cannot start the async runtime: {e}");

@@ -86,6 +86,15 @@ pub enum Command {
         #[arg(long = "fault", value_name = "SPEC")]
         faults: Vec<Fault>,
     },
+    /// Print the reference of every built-in (signature, doc, example).
+    Docs {
+        /// `text` or `markdown`.
+        #[arg(long, default_value = "text")]
+        format: String,
+        /// Write `.d.rhai` definition files for editors into DIR instead.
+        #[arg(long, value_name = "DIR")]
+        definitions: Option<PathBuf>,
+    },
     /// Compile a playbook (and load an inventory) and report errors without running anything.
     Check {
         /// The playbook (.rhai).

@@ -9,12 +9,15 @@
 pub mod api_cluster;
 pub mod api_flow;
 pub mod api_steps;
+pub mod check;
 pub mod engine;
 pub mod handles;
 pub mod host;
 pub mod playbook;
+pub mod reference;
 pub mod session;
 
 pub use engine::{new_engine, Limits};
 pub use playbook::{compile, compile_source, Playbook, PlaybookError};
+pub use rhai::Engine;
 pub use session::{run, RunError, RunOutcome, RunRequest, RunResult, StopKind};

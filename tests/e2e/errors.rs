@@ -134,3 +134,34 @@ fn eval_is_disabled() {
     let path = p.file("eval.rhai", "eval(\"drain(cluster(`web`).nodes[0])\");\n");
     p.args(["check", path.as_str()]).run().expect_code(2).expect_stderr("eval.rhai:1:1");
 }
+
+#[test]
+fn static_checks_find_typos_wrong_arity_and_unknown_clusters_before_running() {
+    let p = Pitcrew::new();
+    let path = p.file("typo.rhai", "let web = cluster(\"webb\");\nfor n in web.nodes { drian(n); patch(n, 1, 2); }\n");
+    let out = p.args(["check", path.as_str(), "-i", DEMO]).run();
+    out.expect_code(2)
+        .expect_stderr("typo.rhai:1:19: the inventory has no cluster `webb`")
+        .expect_stderr("typo.rhai:2:22: unknown function `drian`")
+        .expect_stderr("did you mean `drain`?")
+        .expect_stderr("typo.rhai:2:32: `patch` takes 1 or 2 argument(s), not 3");
+    let p = Pitcrew::new();
+    let path = p.file("typo.rhai", "let web = cluster(\"web\");\ndrian(web.nodes[0]);\n");
+    p.args(["rehearse", path.as_str(), "-i", DEMO, "--json"])
+        .run()
+        .expect_code(2)
+        .expect_stderr("unknown function `drian`");
+}
+
+#[test]
+fn docs_print_the_reference_and_write_editor_definitions() {
+    let text = Pitcrew::new().args(["docs"]).run();
+    text.expect_code(0);
+    assert!(text.stdout.contains("switchover(c: Cluster, n: Node) -> Map"), "{}", text.stdout);
+    let markdown = Pitcrew::new().args(["docs", "--format", "markdown"]).run();
+    assert!(markdown.stdout.contains("## `drain`") && markdown.stdout.contains("```rhai"), "{}", markdown.stdout);
+    let dir = tempfile::tempdir().expect("tmp");
+    Pitcrew::new().args(["docs", "--definitions", &dir.path().display().to_string()]).run().expect_code(0);
+    let written = std::fs::read_dir(dir.path()).expect("definitions").count();
+    assert!(written > 0);
+}
