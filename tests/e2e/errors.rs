@@ -170,6 +170,10 @@ fn docs_print_the_reference_and_write_editor_definitions() {
 fn the_committed_reference_is_what_the_engine_generates() {
     let generated = Pitcrew::new().args(["docs", "--format", "markdown"]).run();
     generated.expect_code(0);
-    let committed = std::fs::read_to_string(crate::support::root().join("playbooks/BUILTINS.md")).expect("playbooks/BUILTINS.md");
-    assert_eq!(committed, generated.stdout, "regenerate with: cargo run --release -- docs --format markdown > playbooks/BUILTINS.md");
+    let committed =
+        std::fs::read_to_string(crate::support::root().join("playbooks/BUILTINS.md")).expect("playbooks/BUILTINS.md");
+    assert_eq!(
+        committed, generated.stdout,
+        "regenerate with: cargo run --release -- docs --format markdown > playbooks/BUILTINS.md"
+    );
 }
