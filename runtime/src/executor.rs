@@ -159,11 +159,6 @@ impl Executor {
         }
     }
 
-    pub fn with_options(mut self, options: ExecutorOptions) -> Self {
-        self.options = options;
-        self
-    }
-
     /// Journals this run (and replays `recorder`'s journal first on resume).
     pub fn with_recorder(self, recorder: Recorder) -> Self {
         *self.recorder() = recorder;
