@@ -25,7 +25,7 @@ use sim::{Fault, SimAdapter, SimSettings, SimTwin, UnknownFaultNode};
 /// Adapter kinds this build knows, and the concerns each can serve.
 pub const KINDS: &[(&str, &[Concern])] = &[
     ("sim", &[Concern::Traffic, Concern::Host, Concern::Replication, Concern::Probe]),
-    ("shell", &[Concern::Host]),
+    ("shell", &[Concern::Host, Concern::Traffic, Concern::Probe]),
     ("haproxy", &[Concern::Traffic]),
     ("http", &[Concern::Probe]),
     ("tcp", &[Concern::Probe]),
@@ -122,6 +122,24 @@ fn check_kinds(inventory: &Inventory) -> Result<(), InventoryError> {
             let Some(name) = cluster.adapter_for(concern) else { continue };
             let kind = inventory.adapters[name].kind.as_str();
             let serves = KINDS.iter().find(|(k, _)| *k == kind).is_some_and(|(_, c)| c.contains(&concern));
+            let shell_lacks = kind == "shell"
+                && match concern {
+                    Concern::Traffic => !settings_of::<shell::ShellSettings>(inventory, name)?.commands.traffic(),
+                    Concern::Probe => settings_of::<shell::ShellSettings>(inventory, name)?.commands.probe.is_none(),
+                    _ => false,
+                };
+            if shell_lacks {
+                let needs = if concern == Concern::Traffic { "`drain` and `undrain`" } else { "a `probe`" };
+                return Err(inventory.error_at(
+                    &[Seg::Key("clusters"), Seg::Key(&cluster.name)],
+                    format!(
+                        "cluster `{}` uses shell adapter `{name}` for {}, but it has no {needs} command",
+                        cluster.name,
+                        concern.as_str()
+                    ),
+                    Some(format!("add {needs} to adapters.{name}.settings.commands, or use another adapter")),
+                ));
+            }
             if !serves {
                 return Err(inventory.error_at(
                     &[Seg::Key("clusters"), Seg::Key(&cluster.name), Seg::Key("adapters"), Seg::Key(concern.as_str())],
@@ -130,7 +148,7 @@ fn check_kinds(inventory: &Inventory) -> Result<(), InventoryError> {
                         cluster.name,
                         concern.as_str()
                     ),
-                    Some("shell serves host; haproxy serves traffic; redis serves replication; http and tcp serve probe; sim serves all".into()),
+                    Some("shell serves host (and traffic with drain/undrain commands, probe with a probe command); haproxy serves traffic; redis serves replication; http and tcp serve probe; sim serves all".into()),
                 ));
             }
         }
@@ -266,10 +284,10 @@ fn real_adapters(inventory: &Inventory) -> Result<BuiltAdapters, PluginError> {
         let fail = |message: String| PluginError::from(invalid_settings(inventory, name, message));
         match spec.kind.as_str() {
             "shell" => {
-                hosts.insert(
-                    name.clone(),
-                    Arc::new(shell::ShellHost::new(settings_of(inventory, name)?).map_err(fail)?),
-                );
+                let shell = Arc::new(shell::ShellHost::new(settings_of(inventory, name)?).map_err(fail)?);
+                traffic.insert(name.clone(), shell.clone());
+                probes.insert(name.clone(), shell.clone());
+                hosts.insert(name.clone(), shell);
             }
             "haproxy" => {
                 traffic.insert(

@@ -15,7 +15,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use handlebars::Handlebars;
-use pitcrew_runtime::adapter::{CallCtx, Facts, HostAdapter, HostState, NodeRef, Params, PatchReport};
+use pitcrew_runtime::adapter::{
+    CallCtx, DrainReport, Facts, HostAdapter, HostState, NodeRef, Params, PatchReport, ProbeAdapter, ProbeReport,
+    TrafficAdapter, TrafficSample, TrafficState,
+};
+use pitcrew_runtime::inventory::Cluster;
 use pitcrew_runtime::AdapterError;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -78,6 +82,38 @@ pub struct Commands {
     pub boot_id: String,
     /// Prints a JSON object of extra facts.
     pub facts: Option<String>,
+    /// Traffic concern (with `undrain`): takes the node out of service.
+    pub drain: Option<String>,
+    /// Traffic concern: puts the node back in service.
+    pub undrain: Option<String>,
+    /// Traffic concern: exits 0 while the node is in service. Without it,
+    /// a node counts as in service until pitcrew drains it.
+    pub in_service: Option<String>,
+    /// Traffic concern: prints the node's open connections; `drain` polls
+    /// it until 0. Without it, a drained node has none.
+    pub connections: Option<String>,
+    /// Probe concern: exits 0 when the node answers correctly.
+    pub probe: Option<String>,
+}
+
+impl Commands {
+    /// Optional commands by name, for validation and registration.
+    fn optional(&self) -> [(&'static str, Option<&String>); 7] {
+        [
+            ("restore", self.restore.as_ref()),
+            ("facts", self.facts.as_ref()),
+            ("drain", self.drain.as_ref()),
+            ("undrain", self.undrain.as_ref()),
+            ("in_service", self.in_service.as_ref()),
+            ("connections", self.connections.as_ref()),
+            ("probe", self.probe.as_ref()),
+        ]
+    }
+
+    /// Can serve the traffic concern.
+    pub fn traffic(&self) -> bool {
+        self.drain.is_some() && self.undrain.is_some()
+    }
 }
 
 fn default_boot_id() -> String {
@@ -87,16 +123,17 @@ fn default_boot_id() -> String {
 /// Errors in a shell adapter's settings, found when the inventory loads.
 pub fn validate(settings: &ShellSettings) -> Result<(), String> {
     let c = &settings.commands;
-    let all = [
+    if c.drain.is_some() != c.undrain.is_some() {
+        return Err("commands `drain` and `undrain` go together: give both, or neither".into());
+    }
+    let required = [
         ("version", Some(&c.version)),
         ("patch", Some(&c.patch)),
         ("reboot", Some(&c.reboot)),
         ("health", Some(&c.health)),
-        ("restore", c.restore.as_ref()),
         ("boot_id", Some(&c.boot_id)),
-        ("facts", c.facts.as_ref()),
     ];
-    for (name, template) in all {
+    for (name, template) in required.into_iter().chain(c.optional()) {
         let Some(template) = template else { continue };
         if template.contains("{{{") || template.contains("{{&") {
             return Err(format!(
@@ -139,6 +176,8 @@ pub struct ShellHost {
     /// every later one reuses it (concurrent first connections would each
     /// pay a full handshake).
     ssh_turn: tokio::sync::Mutex<()>,
+    /// Nodes this adapter drained, for inventories without `in_service`.
+    drained: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl ShellHost {
@@ -155,7 +194,7 @@ impl ShellHost {
         ] {
             templates.register_template_string(name, template).map_err(|e| format!("command `{name}`: {e}"))?;
         }
-        for (name, template) in [("restore", &c.restore), ("facts", &c.facts)] {
+        for (name, template) in c.optional() {
             if let Some(t) = template {
                 templates.register_template_string(name, t).map_err(|e| format!("command `{name}`: {e}"))?;
             }
@@ -171,7 +210,14 @@ impl ShellHost {
             .collect::<Result<_, _>>()?;
         // Short: a unix socket path must fit in 108 bytes.
         let control_dir = std::env::temp_dir().join(format!("pitcrew-ssh-{}", std::process::id()));
-        Ok(Self { settings, templates, secrets, control_dir, ssh_turn: tokio::sync::Mutex::new(()) })
+        Ok(Self {
+            settings,
+            templates,
+            secrets,
+            control_dir,
+            ssh_turn: tokio::sync::Mutex::new(()),
+            drained: Default::default(),
+        })
     }
 
     fn redact(&self, text: &str) -> String {
@@ -450,6 +496,99 @@ impl HostAdapter for ShellHost {
             }
         }
         Ok(facts)
+    }
+}
+
+impl ShellHost {
+    /// Runs a command that must succeed, recorded in the step's transcript.
+    async fn must(&self, node: NodeRef<'_>, command: &str, ctx: &CallCtx) -> Result<(), AdapterError> {
+        let ran = self.run(node, command, &Params::new(), ctx.timeout, Some(ctx)).await?;
+        if ran.ok() {
+            Ok(())
+        } else {
+            Err(failed(command, node, &ran))
+        }
+    }
+
+    async fn connections(&self, node: NodeRef<'_>) -> Result<u64, AdapterError> {
+        if self.settings.commands.connections.is_none() {
+            return Ok(0);
+        }
+        let text = self.output_of(node, "connections").await?;
+        text.parse().map_err(|_| {
+            AdapterError::Failed(format!(
+                "the `connections` command on {} printed `{text}`, not a number",
+                node.node.name
+            ))
+        })
+    }
+}
+
+/// The traffic concern from `drain`, `undrain`, `in_service` and
+/// `connections` commands.
+#[async_trait]
+impl TrafficAdapter for ShellHost {
+    async fn state(&self, node: NodeRef<'_>) -> Result<TrafficState, AdapterError> {
+        let in_service = if self.settings.commands.in_service.is_some() {
+            self.run(node, "in_service", &Params::new(), self.quick(), None).await?.ok()
+        } else {
+            !self.drained.lock().map_or(false, |d| d.contains(&node.node.name))
+        };
+        Ok(TrafficState { in_service, connections: self.connections(node).await? })
+    }
+
+    async fn drain(&self, node: NodeRef<'_>, ctx: &CallCtx) -> Result<DrainReport, AdapterError> {
+        let started = Instant::now();
+        let connections_at_start = self.connections(node).await?;
+        self.must(node, "drain", ctx).await?;
+        if let Ok(mut d) = self.drained.lock() {
+            d.insert(node.node.name.clone());
+        }
+        loop {
+            let open = self.connections(node).await?;
+            if open == 0 {
+                return Ok(DrainReport { waited: started.elapsed(), connections_at_start });
+            }
+            if started.elapsed() >= ctx.timeout {
+                return Err(AdapterError::Timeout {
+                    after: ctx.timeout,
+                    message: format!("{} still has {open} connections", node.node.name),
+                });
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                _ = ctx.cancel.cancelled() => {
+                    return Err(AdapterError::Failed(format!("draining {} was cancelled", node.node.name)))
+                }
+            }
+        }
+    }
+
+    async fn undrain(&self, node: NodeRef<'_>, ctx: &CallCtx) -> Result<(), AdapterError> {
+        self.must(node, "undrain", ctx).await?;
+        if let Ok(mut d) = self.drained.lock() {
+            d.remove(&node.node.name);
+        }
+        Ok(())
+    }
+}
+
+/// The probe concern from a `probe` command: one request per probe.
+#[async_trait]
+impl ProbeAdapter for ShellHost {
+    async fn probe(&self, node: NodeRef<'_>, ctx: &CallCtx) -> Result<ProbeReport, AdapterError> {
+        let started = Instant::now();
+        let ran = self.run(node, "probe", &Params::new(), ctx.timeout, Some(ctx)).await?;
+        Ok(ProbeReport {
+            requests: 1,
+            failed: u64::from(!ran.ok()),
+            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+        })
+    }
+
+    async fn sample(&self, cluster: &Cluster) -> Result<TrafficSample, AdapterError> {
+        let _ = cluster;
+        Ok(TrafficSample::default())
     }
 }
 
