@@ -34,6 +34,7 @@ fn append_rate(records: usize, sync: bool) -> (f64, Duration, std::path::PathBuf
         cwd: String::new(),
         max_operations: None,
         deadline_s: None,
+        modules: Default::default(),
     };
     writer.append(Duration::ZERO, Body::Header(header)).expect("header");
     let started = Instant::now();

@@ -68,14 +68,14 @@ fn main() {
     let inventory = Arc::new(Inventory::parse(SourceFile::new("fleet.yaml", text)).expect("generated inventory"));
     let parse = started.elapsed();
     let engine = new_engine(&Limits::default(), Vec::new(), None);
-    let playbook = compile_source(&engine, SourceFile::new("rolling_all.rhai", ROLLING_ALL)).expect("bench playbook");
+    let playbook =
+        compile_source(&engine, SourceFile::new("rolling_all.rhai", ROLLING_ALL), &[]).expect("bench playbook");
 
     let request = RunRequest {
         playbook: playbook.clone(),
         params: Default::default(),
         rollback_on_failure: true,
         limits: Limits { max_operations: u64::MAX / 2, ..Limits::default() },
-        lib_roots: Vec::new(),
     };
     let mut walls = Vec::new();
     let mut steps = 0;
@@ -118,7 +118,7 @@ fn main() {
     // Through Rhai: the same step called from a script loop.
     let script =
         format!("let n = cluster(\"{}\").nodes[0];\nfor i in 0..{n} {{ probe(n); }}\n", inventory.clusters[0].name);
-    let playbook = compile_source(&engine, SourceFile::new("probe_loop.rhai", script)).expect("probe loop");
+    let playbook = compile_source(&engine, SourceFile::new("probe_loop.rhai", script), &[]).expect("probe loop");
     let adapters = rehearsal_adapters(&inventory, &[]).expect("twin").adapters;
     let exec = Arc::new(Executor::new(inventory.clone(), adapters, runtime.handle().clone(), Arc::new(NullSink)));
     let t = Instant::now();

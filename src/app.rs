@@ -51,7 +51,7 @@ pub fn run() -> u8 {
         Command::Drift { inventory, cluster, json, faults } => {
             crate::drift::run(&state_dir, &inventory, cluster.as_deref(), json, &faults)
         }
-        Command::Check { playbook, inventory } => check(&playbook, inventory.as_deref()),
+        Command::Check { playbook, inventory, lib } => check(&playbook, inventory.as_deref(), &lib),
         Command::Docs { format, definitions } => docs(&format, definitions.as_deref()),
     }
 }
@@ -106,12 +106,12 @@ fn docs(format: &str, definitions: Option<&Path>) -> u8 {
 fn static_checks(engine: &pitcrew_stdlib::Engine, playbook: &Playbook, inventory: Option<&Inventory>) -> bool {
     let findings = pitcrew_stdlib::check::check(engine, playbook, inventory);
     for f in &findings {
-        render::report(playbook.source.error_at(f.line, f.column, f.message.clone(), f.hint.clone()));
+        render::report(f.source.error_at(f.line, f.column, f.message.clone(), f.hint.clone()));
     }
     findings.is_empty()
 }
 
-fn check(playbook: &Path, inventory: Option<&Path>) -> u8 {
+fn check(playbook: &Path, inventory: Option<&Path>, lib: &[PathBuf]) -> u8 {
     let inventory = match inventory.map(Inventory::load).transpose() {
         Ok(inv) => inv,
         Err(e) => return fail(INVALID, e),
@@ -122,11 +122,15 @@ fn check(playbook: &Path, inventory: Option<&Path>) -> u8 {
         }
     }
     let engine = new_engine(&Limits::default(), Vec::new(), None);
-    match compile(&engine, playbook) {
+    match compile(&engine, playbook, lib) {
         Ok(compiled) if !static_checks(&engine, &compiled, inventory.as_ref()) => INVALID,
-        Ok(_) => {
+        Ok(compiled) => {
+            let modules = match compiled.modules.len() {
+                0 => String::new(),
+                n => format!(" with {n} module(s)"),
+            };
             eprintln!(
-                "ok: {} compiles{}",
+                "ok: {} compiles{modules}{}",
                 playbook.display(),
                 inventory.as_ref().map(|i| format!(", {} is valid", i.source.path.display())).unwrap_or_default()
             );
@@ -155,8 +159,8 @@ fn fail(code: u8, e: impl miette::Diagnostic + Send + Sync + 'static) -> u8 {
 
 fn prepare(playbook: &Path, inventory: &Path, lib: &[PathBuf], state_dir: &Path) -> Result<Prepared, u8> {
     let inventory = Inventory::load(inventory).map(Arc::new).map_err(|e| fail(INVALID, e))?;
-    let engine = new_engine(&Limits::default(), lib.to_vec(), None);
-    let playbook = compile(&engine, playbook).map_err(|e| fail(INVALID, e))?;
+    let engine = new_engine(&Limits::default(), Vec::new(), None);
+    let playbook = compile(&engine, playbook, lib).map_err(|e| fail(INVALID, e))?;
     if !static_checks(&engine, &playbook, Some(&inventory)) {
         return Err(INVALID);
     }
@@ -202,18 +206,21 @@ fn preflight(prepared: &Prepared, request: &RunRequest, args: &RunArgs, mode: &M
     ));
     let outcome = pitcrew_stdlib::run(exec.clone(), request.clone());
     if let Some(e) = &outcome.error {
-        let src = &prepared.playbook.source;
         if e.is_refusal() {
             render::report(render::run_diagnostic(
                 "refused in the preflight rehearsal (nothing was touched): ",
                 e,
-                src,
+                &prepared.playbook,
             ));
             return Err(finish_early(args, mode, &outcome, REFUSED));
         }
         let invalid = e.stop == StopKind::Step && e.domain_kind.as_deref() == Some("invalid");
         if invalid || matches!(e.stop, StopKind::Script | StopKind::Limit) {
-            render::report(render::run_diagnostic("the playbook fails even on a fault-free twin: ", e, src));
+            render::report(render::run_diagnostic(
+                "the playbook fails even on a fault-free twin: ",
+                e,
+                &prepared.playbook,
+            ));
             return Err(finish_early(args, mode, &outcome, INVALID));
         }
     }
@@ -248,7 +255,6 @@ fn execute(args: &RunArgs, mode: Mode, with_preflight: bool, state_dir: &Path) -
         params: args.params.iter().cloned().collect::<BTreeMap<_, _>>(),
         rollback_on_failure: !args.no_rollback,
         limits: limits(args, rehearsal),
-        lib_roots: args.lib.clone(),
     };
     let clusters = if with_preflight {
         // A guard refusal or a script error found here costs nothing,
@@ -283,6 +289,7 @@ fn execute(args: &RunArgs, mode: Mode, with_preflight: bool, state_dir: &Path) -
         cwd: std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
         max_operations: Some(request.limits.max_operations),
         deadline_s: Some(request.limits.deadline.as_secs_f64()),
+        modules: module_hashes(&prepared.playbook),
     };
     let built = match &mode {
         Mode::Rehearsal(faults) => rehearsal_twin(&prepared.inventory, faults, Some(prepared.state.twin_path(&id))),
@@ -366,7 +373,7 @@ fn run_journaled(
     exec.snapshot_used_facts("end of run");
     exec.journal_always(Body::End { result: render::result_key(outcome.result).to_string(), exit_code: code });
     if let Some(e) = &outcome.error {
-        render::report(render::run_diagnostic("", e, &prepared.playbook.source));
+        render::report(render::run_diagnostic("", e, &prepared.playbook));
     }
     eprint!("{}", render::summary(id, mode.name(), &outcome, code, wall, is_virtual));
     if output.json {
@@ -381,6 +388,11 @@ fn run_journaled(
         );
     }
     code
+}
+
+/// Each imported module (by its import path) and the SHA-256 of its text.
+fn module_hashes(playbook: &Playbook) -> BTreeMap<String, String> {
+    playbook.modules.iter().map(|m| (m.import.clone(), sha256_hex(m.source.text.as_bytes()))).collect()
 }
 
 fn exit_code(outcome: &RunOutcome) -> u8 {
@@ -509,6 +521,23 @@ fn resume(
             return INVALID;
         }
     }
+    if header.modules != module_hashes(&prepared.playbook) {
+        let now = module_hashes(&prepared.playbook);
+        let changed: Vec<&String> = header
+            .modules
+            .keys()
+            .chain(now.keys())
+            .filter(|k| header.modules.get(*k) != now.get(*k))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        eprintln!(
+            "error: module {} changed since run {id} started; resuming would replay a different run",
+            changed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        );
+        eprintln!("  help: restore the modules the run started with (their SHA-256 are in the run's header record)");
+        return INVALID;
+    }
     let (locks, broken) = match take_locks(&state, &header.clusters, &id, break_lock) {
         Ok(l) => l,
         Err(code) => return code,
@@ -561,7 +590,6 @@ fn resume(
             deadline: header.deadline_s.map_or(Duration::from_secs(24 * 3600), Duration::from_secs_f64),
             ..Limits::default()
         },
-        lib_roots: lib,
     };
     let marker = Body::Resumed {
         operator: operator(),

@@ -102,6 +102,10 @@ pub enum Command {
         /// Inventory to validate alongside.
         #[arg(short, long)]
         inventory: Option<PathBuf>,
+        /// A library root for imports, searched after the playbook's directory
+        /// (repeatable; PITCREW_LIB takes a colon-separated list).
+        #[arg(long = "lib", value_name = "DIR", env = "PITCREW_LIB", value_delimiter = ':')]
+        lib: Vec<PathBuf>,
     },
 }
 

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use miette::{Diagnostic, NamedSource, SourceSpan};
 use pitcrew_runtime::clock::format_offset;
-use pitcrew_runtime::{Event, EventSink, Outcome, SourceFile};
-use pitcrew_stdlib::{RunError, RunOutcome, RunResult};
+use pitcrew_runtime::{Event, EventSink, Outcome};
+use pitcrew_stdlib::modules::ModuleFile;
+use pitcrew_stdlib::{Playbook, RunError, RunOutcome, RunResult};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -212,19 +213,24 @@ pub struct RunDiagnostic {
     help: Option<String>,
 }
 
-pub fn run_diagnostic(prefix: &str, e: &RunError, playbook: &SourceFile) -> RunDiagnostic {
-    let here = e.source.as_deref() == Some(&playbook.display_name());
-    let span = match (here, e.line, e.column) {
-        (true, Some(line), Some(column)) => Some(playbook.span_at(line, column)),
+pub fn run_diagnostic(prefix: &str, e: &RunError, playbook: &Playbook) -> RunDiagnostic {
+    // The snippet comes from the file the error is in: the playbook or a module.
+    let file = e.source.as_deref().and_then(|name| playbook.file_named(name));
+    let span = match (file, e.line, e.column) {
+        (Some((src, _)), Some(line), Some(column)) => Some(src.span_at(line, column)),
         _ => None,
     };
+    let chain = file.and_then(|(_, module)| module).map(ModuleFile::chain_text);
+    let calls = (!e.calls.is_empty()).then(|| format!("called from: {}", e.calls.join(" -> ")));
+    let notes: Vec<String> = [e.hint.clone(), calls, chain].into_iter().flatten().collect();
+    let help = (!notes.is_empty()).then(|| notes.join("\n"));
     let at = e.location().map(|l| format!("{l}: ")).unwrap_or_default();
     RunDiagnostic {
         message: format!("{at}{prefix}{}", error_line(e)),
-        src: span.map(|_| playbook.named()),
+        src: span.and(file).map(|(src, _)| src.named()),
         span,
         label: e.action.clone().unwrap_or_else(|| "here".into()),
-        help: e.hint.clone(),
+        help,
     }
 }
 

@@ -199,6 +199,9 @@ pub struct RunHeader {
     pub max_operations: Option<u64>,
     #[serde(default)]
     pub deadline_s: Option<f64>,
+    /// The modules the playbook imported: import path -> SHA-256 of its text.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub modules: std::collections::BTreeMap<String, String>,
 }
 
 /// One record's content.
@@ -545,6 +548,7 @@ mod tests {
             cwd: String::new(),
             max_operations: None,
             deadline_s: None,
+            modules: Default::default(),
         })
     }
 

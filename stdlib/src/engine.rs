@@ -2,18 +2,22 @@
 //! always on, `eval` disabled, strict variables, imports confined to the
 //! playbook's directory and library roots.
 
-use std::path::{Component, Path, PathBuf};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rhai::module_resolvers::FileModuleResolver;
 use rhai::{
-    exported_module, Dynamic, Engine, EvalAltResult, Module, ModuleResolver, OptimizationLevel, Position, Shared,
+    exported_module, Dynamic, Engine, EvalAltResult, Module, ModuleResolver, OptimizationLevel, Position, Scope,
+    Shared, AST,
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::api_cluster::cluster_api;
 use crate::api_flow::flow_api;
 use crate::api_steps::steps_api;
+use crate::modules::{refusal, ModuleFile};
 
 /// Limits of one run; every one is always on.
 #[derive(Debug, Clone)]
@@ -42,13 +46,28 @@ impl Default for Limits {
 
 /// Resolves `import "x"` only below the playbook's directory and the
 /// library roots; absolute paths and `..` are refused.
+/// Modules compiled with the playbook are evaluated from that text (what
+/// was checked and hashed is what runs); a path only known at run time is
+/// read from disk under the same rules.
 pub struct ConfinedResolver {
     roots: Vec<FileModuleResolver>,
+    compiled: HashMap<String, AST>,
+    evaluated: Mutex<HashMap<String, Shared<Module>>>,
 }
 
 impl ConfinedResolver {
     pub fn new(roots: impl IntoIterator<Item = PathBuf>) -> Self {
-        Self { roots: roots.into_iter().map(FileModuleResolver::new_with_path).collect() }
+        Self {
+            roots: roots.into_iter().map(FileModuleResolver::new_with_path).collect(),
+            compiled: HashMap::new(),
+            evaluated: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Serves these compiled modules by their import path.
+    pub fn with_modules(mut self, modules: &[ModuleFile]) -> Self {
+        self.compiled = modules.iter().map(|m| (m.import.clone(), m.ast.clone())).collect();
+        self
     }
 }
 
@@ -74,12 +93,21 @@ impl ModuleResolver for ConfinedResolver {
         path: &str,
         pos: Position,
     ) -> Result<Shared<Module>, Box<EvalAltResult>> {
-        let p = Path::new(path);
-        if p.is_absolute() {
-            return Err(refused_import(path, "absolute paths are not allowed", pos));
+        if let Some(why) = refusal(path) {
+            return Err(refused_import(path, why, pos));
         }
-        if p.components().any(|c| matches!(c, Component::ParentDir)) {
-            return Err(refused_import(path, "`..` is not allowed", pos));
+        if let Some(ast) = self.compiled.get(path) {
+            if let Some(module) = self.evaluated.lock().ok().and_then(|m| m.get(path).cloned()) {
+                return Ok(module);
+            }
+            let name = ast.source().unwrap_or(path).to_string();
+            let module: Shared<Module> = Module::eval_ast_as_new(Scope::new(), ast, engine)
+                .map_err(|e| Box::new(EvalAltResult::ErrorInModule(name, e, pos)))?
+                .into();
+            if let Ok(mut evaluated) = self.evaluated.lock() {
+                evaluated.insert(path.to_string(), module.clone());
+            }
+            return Ok(module);
         }
         let mut last = None;
         for root in &self.roots {

@@ -13,6 +13,7 @@ pub mod check;
 pub mod engine;
 pub mod handles;
 pub mod host;
+pub mod modules;
 pub mod playbook;
 pub mod reference;
 pub mod session;

@@ -7,11 +7,17 @@ use pitcrew_runtime::source::Located;
 use pitcrew_runtime::SourceFile;
 use rhai::{Engine, AST};
 
+use crate::modules::{self, ModuleFile};
+
 /// A playbook that compiled.
 #[derive(Debug, Clone)]
 pub struct Playbook {
     pub source: SourceFile,
     pub ast: AST,
+    /// The modules it imports, transitively, compiled from the files found.
+    pub modules: Vec<ModuleFile>,
+    /// Library roots searched after the playbook's directory.
+    pub lib_roots: Vec<PathBuf>,
 }
 
 impl Playbook {
@@ -22,6 +28,24 @@ impl Playbook {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    }
+
+    /// Where imports resolve from, first match wins.
+    pub fn roots(&self) -> Vec<PathBuf> {
+        std::iter::once(self.dir()).chain(self.lib_roots.iter().cloned()).collect()
+    }
+
+    /// The playbook's or a module's source, by display name.
+    pub fn file_named(&self, name: &str) -> Option<(&SourceFile, Option<&ModuleFile>)> {
+        if self.source.display_name() == name {
+            return Some((&self.source, None));
+        }
+        self.modules.iter().find(|m| m.source.display_name() == name).map(|m| (&m.source, Some(m)))
+    }
+
+    /// Every file a run of this playbook reads: the playbook and its modules.
+    pub fn files(&self) -> impl Iterator<Item = &SourceFile> {
+        std::iter::once(&self.source).chain(self.modules.iter().map(|m| &m.source))
     }
 }
 
@@ -52,26 +76,29 @@ fn syntax_hint(message: &str) -> Option<String> {
     }
 }
 
-/// Compiles a playbook from disk.
-pub fn compile(engine: &Engine, path: &Path) -> Result<Playbook, PlaybookError> {
-    let source =
-        SourceFile::read(path).map_err(|source| PlaybookError::Read { path: path.display().to_string(), source })?;
-    compile_source(engine, source)
+/// A parse error located in its file.
+pub fn syntax_error(source: &SourceFile, e: &rhai::ParseError) -> Located {
+    let line = e.1.line().unwrap_or(1);
+    let column = e.1.position().unwrap_or(1);
+    let message = e.0.to_string();
+    let hint = syntax_hint(&message);
+    source.error_at(line, column, message, hint)
 }
 
-/// Compiles playbook text.
-pub fn compile_source(engine: &Engine, source: SourceFile) -> Result<Playbook, PlaybookError> {
-    match engine.compile(&*source.text) {
-        Ok(mut ast) => {
-            ast.set_source(source.display_name());
-            Ok(Playbook { source, ast })
-        }
-        Err(e) => {
-            let line = e.1.line().unwrap_or(1);
-            let column = e.1.position().unwrap_or(1);
-            let message = e.0.to_string();
-            let hint = syntax_hint(&message);
-            Err(PlaybookError::Syntax(Box::new(source.error_at(line, column, message, hint))))
-        }
-    }
+/// Compiles a playbook from disk with the modules it imports, found in its
+/// own directory and then `lib_roots`.
+pub fn compile(engine: &Engine, path: &Path, lib_roots: &[PathBuf]) -> Result<Playbook, PlaybookError> {
+    let source =
+        SourceFile::read(path).map_err(|source| PlaybookError::Read { path: path.display().to_string(), source })?;
+    compile_source(engine, source, lib_roots)
+}
+
+/// Compiles playbook text (imports resolve as for [`compile`]).
+pub fn compile_source(engine: &Engine, source: SourceFile, lib_roots: &[PathBuf]) -> Result<Playbook, PlaybookError> {
+    let mut ast =
+        engine.compile(&*source.text).map_err(|e| PlaybookError::Syntax(Box::new(syntax_error(&source, &e))))?;
+    ast.set_source(source.display_name());
+    let mut playbook = Playbook { source, ast, modules: Vec::new(), lib_roots: lib_roots.to_vec() };
+    playbook.modules = modules::load(engine, &playbook.source, &playbook.ast, &playbook.roots())?;
+    Ok(playbook)
 }

@@ -3,7 +3,6 @@
 //! rollback policy applied when the playbook fails.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use pitcrew_runtime::Executor;
 use rhai::{Dynamic, EvalAltResult, Map, Scope};
 use serde::Serialize;
 
-use crate::engine::{new_engine, Limits};
+use crate::engine::{new_engine, ConfinedResolver, Limits};
 use crate::host::RunHost;
 use crate::playbook::Playbook;
 
@@ -25,8 +24,6 @@ pub struct RunRequest {
     /// Unwind the run when the playbook fails (off with `--no-rollback`).
     pub rollback_on_failure: bool,
     pub limits: Limits,
-    /// Library roots for imports, after the playbook's own directory.
-    pub lib_roots: Vec<PathBuf>,
 }
 
 /// How a run ended.
@@ -75,6 +72,10 @@ pub struct RunError {
     pub source: Option<String>,
     pub line: Option<usize>,
     pub column: Option<usize>,
+    /// The function calls (and module imports) that led to the error,
+    /// outermost first, as `name() at file:line:col`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<String>,
 }
 
 impl RunError {
@@ -121,7 +122,8 @@ pub fn classify(error: &EvalAltResult, playbook: &Playbook, limits: &Limits) -> 
         position = error.position();
     }
     // Errors raised in an imported module carry the module's name.
-    let source = module_of(error).unwrap_or_else(|| playbook.source.display_name());
+    let (module, calls) = module_of(error, playbook);
+    let source = module.unwrap_or_else(|| playbook.source.display_name());
     let mut run_error = RunError {
         stop: StopKind::Script,
         domain_kind: None,
@@ -133,6 +135,7 @@ pub fn classify(error: &EvalAltResult, playbook: &Playbook, limits: &Limits) -> 
         source: Some(source),
         line: position.line(),
         column: position.position(),
+        calls,
     };
     match inner {
         EvalAltResult::ErrorRuntime(value, _) => {
@@ -190,22 +193,44 @@ pub fn classify(error: &EvalAltResult, playbook: &Playbook, limits: &Limits) -> 
     run_error
 }
 
-fn module_of(error: &EvalAltResult) -> Option<String> {
+/// The file the error was raised in, and the calls that led there
+/// (outermost first, as `name at file:line:col`).
+fn module_of(error: &EvalAltResult, playbook: &Playbook) -> (Option<String>, Vec<String>) {
+    // A closure's body is in the file that defined it, whoever calls it.
+    let defined_in = |name: &str| {
+        playbook
+            .files()
+            .zip(std::iter::once(&playbook.ast).chain(playbook.modules.iter().map(|m| &m.ast)))
+            .find(|(_, ast)| ast.iter_functions().any(|f| f.name == name))
+            .map(|(file, _)| file.display_name())
+    };
+    let playbook = playbook.source.display_name();
     let mut current = error;
     let mut module = None;
+    let mut calls = Vec::new();
     loop {
+        let here = module.clone().unwrap_or_else(|| playbook.to_string());
         match current {
-            EvalAltResult::ErrorInModule(name, inner, _) => {
+            EvalAltResult::ErrorInModule(name, inner, pos) => {
+                if let (Some(line), Some(column)) = (pos.line(), pos.position()) {
+                    calls.push(format!("import of {name} at {here}:{line}:{column}"));
+                }
                 module = Some(name.clone());
                 current = inner;
             }
-            EvalAltResult::ErrorInFunctionCall(_, src, inner, _) => {
-                if !src.is_empty() {
+            EvalAltResult::ErrorInFunctionCall(name, src, inner, pos) => {
+                if let (Some(line), Some(column)) = (pos.line(), pos.position()) {
+                    let name = if name.starts_with("anon$") { "a closure".to_string() } else { format!("{name}()") };
+                    calls.push(format!("{name} at {here}:{line}:{column}"));
+                }
+                if name.starts_with("anon$") {
+                    module = defined_in(name).or(module);
+                } else if !src.is_empty() {
                     module = Some(src.clone());
                 }
                 current = inner;
             }
-            _ => return module,
+            _ => return (module, calls),
         }
     }
 }
@@ -220,8 +245,7 @@ pub fn run(exec: Arc<Executor>, request: RunRequest) -> RunOutcome {
         last_rollback: Arc::new(Mutex::new(None)),
     };
     exec.start_probes();
-    let mut roots = vec![request.playbook.dir()];
-    roots.extend(request.lib_roots.iter().cloned());
+    let roots = request.playbook.roots();
     let thread_host = host.clone();
     let limits = request.limits.clone();
     let playbook = request.playbook.clone();
@@ -229,7 +253,8 @@ pub fn run(exec: Arc<Executor>, request: RunRequest) -> RunOutcome {
         .name("playbook".into())
         .stack_size(64 << 20)
         .spawn(move || {
-            let mut engine = new_engine(&limits, roots, Some(thread_host.exec.cancel_token()));
+            let mut engine = new_engine(&limits, Vec::new(), Some(thread_host.exec.cancel_token()));
+            engine.set_module_resolver(ConfinedResolver::new(roots).with_modules(&playbook.modules));
             let log_exec = thread_host.exec.clone();
             engine.on_print(move |text| log_exec.log(text));
             engine.set_default_tag(Dynamic::from(thread_host));
@@ -253,6 +278,7 @@ pub fn run(exec: Arc<Executor>, request: RunRequest) -> RunOutcome {
             source: None,
             line: None,
             column: None,
+            calls: Vec::new(),
         }),
     };
     let mut rollback = host.last_rollback.lock().ok().and_then(|mut r| r.take());

@@ -18,7 +18,7 @@ fn demo() -> Arc<Inventory> {
 fn rehearse(runtime: &tokio::runtime::Runtime, name: &str, script: &str, cancel_after: Option<Duration>) -> RunOutcome {
     let inventory = demo();
     let engine = new_engine(&Limits::default(), Vec::new(), None);
-    let playbook = compile_source(&engine, pitcrew_runtime::SourceFile::new(name, script.to_string()))
+    let playbook = compile_source(&engine, pitcrew_runtime::SourceFile::new(name, script.to_string()), &[])
         .unwrap_or_else(|e| panic!("{name} does not compile: {e}\n{script}"));
     let adapters = rehearsal_adapters(&inventory, &[]).expect("twin").adapters;
     let exec = Arc::new(Executor::new(inventory, adapters, runtime.handle().clone(), Arc::new(NullSink)));
@@ -34,7 +34,6 @@ fn rehearse(runtime: &tokio::runtime::Runtime, name: &str, script: &str, cancel_
         params: Default::default(),
         rollback_on_failure: true,
         limits: Limits { max_operations: u64::MAX / 2, ..Limits::default() },
-        lib_roots: Vec::new(),
     };
     pitcrew_stdlib::run(exec, request)
 }

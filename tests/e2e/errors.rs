@@ -177,3 +177,88 @@ fn the_committed_reference_is_what_the_engine_generates() {
         "regenerate with: cargo run --release -- docs --format markdown > playbooks/BUILTINS.md"
     );
 }
+
+#[test]
+fn imports_are_resolved_before_anything_runs() {
+    let p = Pitcrew::new();
+    let path = p.file("missing.rhai", "import \"org/nope\" as nope;\nnope::x();\n");
+    p.args(["check", path.as_str()])
+        .run()
+        .expect_code(2)
+        .expect_stderr("missing.rhai:1:8: cannot find module `org/nope`")
+        .expect_stderr("add a library root with --lib DIR");
+    // A syntax error in a module points into the module, with the chain.
+    let p = Pitcrew::new();
+    p.file("org/inner.rhai", "fn broken( { }\n");
+    p.file("org/outer.rhai", "import \"org/inner\" as inner;\nfn run_it() { inner::x(); }\n");
+    let path = p.file("chain.rhai", "// top\nimport \"org/outer\" as outer;\nouter::run_it();\n");
+    let out = p.args(["check", path.as_str()]).run();
+    out.expect_code(2).expect_stderr("org/inner.rhai:1:").expect_stderr("import chain: ");
+    let chain = out.stderr.lines().find(|l| l.contains("import chain:")).expect("chain line");
+    assert!(chain.contains("org/outer.rhai:1:8 <- ") && chain.contains("chain.rhai:2:8"), "{chain}");
+    // A cycle is refused with the files in it.
+    let p = Pitcrew::new();
+    p.file("a.rhai", "import \"b\" as b;\nfn f() { 1 }\n");
+    p.file("b.rhai", "import \"a\" as a;\nfn g() { 2 }\n");
+    let path = p.file("cycle.rhai", "import \"a\" as a;\n");
+    p.args(["check", path.as_str()]).run().expect_code(2).expect_stderr("forms a cycle");
+}
+
+#[test]
+fn library_roots_come_after_the_playbook_directory_and_first_match_wins() {
+    let p = Pitcrew::new();
+    let lib = tempfile::tempdir().expect("lib");
+    std::fs::create_dir_all(lib.path().join("org")).expect("org");
+    std::fs::write(lib.path().join("org/steps.rhai"), "fn where_from() { \"lib\" }\n").expect("lib module");
+    let path = p.file("uses_lib.rhai", "import \"org/steps\" as steps;\nlog(`from ${steps::where_from()}`);\n");
+    let lib_dir = lib.path().display().to_string();
+    Pitcrew::new()
+        .args(["rehearse", path.as_str(), "-i", DEMO, "--lib", &lib_dir])
+        .run()
+        .expect_code(0)
+        .expect_stderr("from lib");
+    // Without the root it is not found; PITCREW_LIB gives it too.
+    Pitcrew::new().args(["check", path.as_str()]).run().expect_code(2).expect_stderr("cannot find module");
+    Pitcrew::new().args(["check", path.as_str()]).env("PITCREW_LIB", &lib_dir).run().expect_code(0);
+    // A module beside the playbook wins over the library root.
+    let beside = std::path::Path::new(&path).parent().expect("dir").join("org");
+    std::fs::create_dir_all(&beside).expect("org");
+    std::fs::write(beside.join("steps.rhai"), "fn where_from() { \"beside\" }\n").expect("beside");
+    Pitcrew::new()
+        .args(["rehearse", path.as_str(), "-i", DEMO, "--lib", &lib_dir])
+        .run()
+        .expect_code(0)
+        .expect_stderr("from beside");
+}
+
+#[test]
+fn module_functions_and_side_effects_are_checked() {
+    let p = Pitcrew::new();
+    p.file(
+        "steps.rhai",
+        "const RETRIES = 3;\nlet first = cluster(\"web\").nodes[0];\ndrain(first);\nfn prove(n) { probe(n); }\nprivate fn helper() { 1 }\n",
+    );
+    let path = p.file(
+        "uses.rhai",
+        "import \"steps\" as steps;\nlet n = cluster(\"web\").nodes[0];\nsteps::prov(n);\nsteps::prove(n, 2);\nsteps::helper();\n",
+    );
+    let out = p.args(["check", path.as_str(), "-i", DEMO]).run();
+    out.expect_code(2)
+        .expect_stderr("steps.rhai:2:1: module `steps` calls `cluster` when it is imported")
+        .expect_stderr("steps.rhai:3:1: module `steps` calls `drain` when it is imported")
+        .expect_stderr("uses.rhai:3:8: module `steps` has no function `prov`")
+        .expect_stderr("did you mean `steps::prove`?")
+        .expect_stderr("uses.rhai:4:8: `steps::prove` takes 1 argument(s), not 2")
+        .expect_stderr("uses.rhai:5:8: `helper` is private to module `steps`");
+    assert!(!out.stderr.contains("steps.rhai:1:"), "a constant is not a side effect:\n{}", out.stderr);
+}
+
+#[test]
+fn runtime_errors_in_modules_point_into_the_module_with_the_calls_that_led_there() {
+    let out = Pitcrew::rehearse("playbooks/rolling_pool.rhai", &["--fault", "patch:web-3:fail"]);
+    out.expect_code(1)
+        .expect_stderr("playbooks/lib/pool.rhai:11:5: patch web-3")
+        .expect_stderr("11 │     patch(n);")
+        .expect_stderr("called from: a closure at playbooks/rolling_pool.rhai:11:1 -> drain_patch_return() at playbooks/rolling_pool.rhai:11:")
+        .expect_stderr("import chain: playbooks/rolling_pool.rhai:7:8");
+}

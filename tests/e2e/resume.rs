@@ -132,16 +132,18 @@ fn a_torn_last_record_is_set_aside_and_the_run_resumes() {
 }
 
 #[test]
-fn resume_refuses_a_changed_playbook_and_a_finished_run() {
+fn resume_refuses_a_changed_playbook_or_module_and_a_finished_run() {
     let dir = tempfile::tempdir().expect("tmp");
     let p = Pitcrew::new();
-    let playbook = p.file(
-        "play.rhai",
-        &std::fs::read_to_string(crate::support::root().join("playbooks/rolling_pool.rhai")).expect("playbook"),
-    );
+    let read = |f: &str| std::fs::read_to_string(crate::support::root().join(f)).expect("shipped file");
+    let playbook = p.file("play.rhai", &read("playbooks/rolling_pool.rhai"));
+    let module = p.file("lib/pool.rhai", &read("playbooks/lib/pool.rhai"));
     let args = ["rehearse", playbook.as_str(), "-i", DEMO, "-q"];
     assert!(kill_at(&args, dir.path(), "5:intent"));
     let id = run_ids(dir.path()).pop().expect("killed");
+    std::fs::write(&module, read("playbooks/lib/pool.rhai").replace("probe(n);", "")).expect("edit module");
+    in_state(dir.path(), &["resume", &id]).expect_code(2).expect_stderr("module lib/pool changed since run");
+    std::fs::write(&module, read("playbooks/lib/pool.rhai")).expect("restore module");
     std::fs::write(&playbook, "log(\"something else\");\n").expect("edit");
     in_state(dir.path(), &["resume", &id]).expect_code(2).expect_stderr("the playbook changed since run");
     let done = tempfile::tempdir().expect("tmp");

@@ -55,6 +55,9 @@ impl Pitcrew {
     /// Writes a file in this invocation's temp dir and returns its path.
     pub fn file(&self, name: &str, text: &str) -> String {
         let path = self.dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("test file directory");
+        }
         std::fs::write(&path, text).expect("write test file");
         path.display().to_string()
     }
