@@ -122,10 +122,12 @@ fn first_acting_call_in(stmt: &Stmt, ours: &BTreeSet<String>) -> Option<String> 
     found
 }
 
-/// Functions of a module by name, with their argument counts and whether
-/// they are private.
-fn module_functions(ast: &AST) -> BTreeMap<String, (BTreeSet<usize>, bool)> {
-    let mut functions: BTreeMap<String, (BTreeSet<usize>, bool)> = BTreeMap::new();
+/// A module's functions by name: the argument counts each takes, and
+/// whether it is private.
+type Functions = BTreeMap<String, (BTreeSet<usize>, bool)>;
+
+fn module_functions(ast: &AST) -> Functions {
+    let mut functions = Functions::new();
     for f in ast.iter_functions() {
         let entry = functions.entry(f.name.to_string()).or_default();
         entry.0.insert(f.params.len());
@@ -156,7 +158,7 @@ fn check_file(
         known.entry(f.name.to_string()).or_default().insert(f.params.len());
     }
     // alias -> the functions of the module it names
-    let aliases: BTreeMap<String, (String, BTreeMap<String, (BTreeSet<usize>, bool)>)> = imports(ast)
+    let aliases: BTreeMap<String, (String, Functions)> = imports(ast)
         .into_iter()
         .filter_map(|(import, _, _, alias)| {
             let m = playbook.modules.iter().find(|m| m.import == import)?;
