@@ -42,8 +42,11 @@ pub fn run() -> u8 {
     };
     let state_dir = cli.state_dir.clone().unwrap_or_else(|| PathBuf::from(".pitcrew"));
     match cli.command {
-        Command::Rehearse { run, faults } => execute(&run, Mode::Rehearsal(faults), true, &state_dir),
-        Command::Run { run, no_preflight } => execute(&run, Mode::Live, !no_preflight, &state_dir),
+        Command::Rehearse { run, faults, watch: true, pace } => crate::watch::run(&run, &faults, pace),
+        Command::Rehearse { run, faults, watch: false, pace } => {
+            execute(&run, Mode::Rehearsal(faults), true, &state_dir, pace)
+        }
+        Command::Run { run, no_preflight } => execute(&run, Mode::Live, !no_preflight, &state_dir, None),
         Command::Resume { run, output, break_lock, params } => resume(&run, &output, break_lock, &params, &state_dir),
         Command::Audit { command: AuditCommand::Verify { run } } => crate::audit::verify(&state_dir, &run),
         Command::Audit { command: AuditCommand::Show { run } } => crate::audit::show(&state_dir, &run),
@@ -103,7 +106,11 @@ fn docs(format: &str, definitions: Option<&Path>) -> u8 {
 }
 
 /// The static checks; reports every finding and says whether there were none.
-fn static_checks(engine: &pitcrew_stdlib::Engine, playbook: &Playbook, inventory: Option<&Inventory>) -> bool {
+pub(crate) fn static_checks(
+    engine: &pitcrew_stdlib::Engine,
+    playbook: &Playbook,
+    inventory: Option<&Inventory>,
+) -> bool {
     let findings = pitcrew_stdlib::check::check(engine, playbook, inventory);
     for f in &findings {
         render::report(f.source.error_at(f.line, f.column, f.message.clone(), f.hint.clone()));
@@ -172,7 +179,7 @@ fn prepare(playbook: &Path, inventory: &Path, lib: &[PathBuf], state_dir: &Path)
     Ok(Prepared { inventory, playbook, runtime, state })
 }
 
-fn limits(args: &RunArgs, rehearsal: bool) -> Limits {
+pub(crate) fn limits(args: &RunArgs, rehearsal: bool) -> Limits {
     let default_deadline = if rehearsal { Duration::from_secs(300) } else { Duration::from_secs(24 * 3600) };
     Limits {
         max_operations: args.max_operations,
@@ -240,7 +247,7 @@ fn take_locks(
     })
 }
 
-fn execute(args: &RunArgs, mode: Mode, with_preflight: bool, state_dir: &Path) -> u8 {
+fn execute(args: &RunArgs, mode: Mode, with_preflight: bool, state_dir: &Path, pace: Option<f64>) -> u8 {
     let prepared = match prepare(&args.playbook, &args.inventory, &args.lib, state_dir) {
         Ok(p) => p,
         Err(code) => return code,
@@ -305,6 +312,9 @@ fn execute(args: &RunArgs, mode: Mode, with_preflight: bool, state_dir: &Path) -
         Ok(b) => b,
         Err(e) => return fail(INVALID, e),
     };
+    if let (Some(pace), Some(twin)) = (pace, &built.twin) {
+        twin.set_pace(pace);
+    }
     let mut writer = match JournalWriter::create(&prepared.state.journal_path(&id), &id) {
         Ok(w) => w,
         Err(e) => return fail(INVALID, e),
@@ -395,7 +405,7 @@ fn module_hashes(playbook: &Playbook) -> BTreeMap<String, String> {
     playbook.modules.iter().map(|m| (m.import.clone(), sha256_hex(m.source.text.as_bytes()))).collect()
 }
 
-fn exit_code(outcome: &RunOutcome) -> u8 {
+pub(crate) fn exit_code(outcome: &RunOutcome) -> u8 {
     match outcome.result {
         RunResult::Succeeded => SUCCESS,
         RunResult::Failed | RunResult::RolledBack => FAILED,

@@ -39,6 +39,14 @@ pub enum Command {
         /// probe:NODE:errors=20%, drain:NODE:stuck (repeatable).
         #[arg(long = "fault", value_name = "SPEC")]
         faults: Vec<Fault>,
+        /// Rehearse again on every save of the playbook, a module it imports or
+        /// the inventory; a save that does not compile keeps the last good version.
+        #[arg(long)]
+        watch: bool,
+        /// Play simulated time FACTOR times faster than real time (60: a simulated
+        /// minute per second) instead of as fast as possible.
+        #[arg(long, value_name = "FACTOR", value_parser = parse_pace)]
+        pace: Option<f64>,
     },
     /// Run a playbook on the adapters the inventory names (after a preflight rehearsal).
     #[command(after_help = EXIT_CODES)]
@@ -186,5 +194,12 @@ mod tests {
         assert_eq!(parse_param("rate=0.05"), Ok(("rate".into(), 0.05.into())));
         assert_eq!(parse_param("target=db-pair"), Ok(("target".into(), "db-pair".into())));
         assert!(parse_param("nope").is_err());
+    }
+}
+
+fn parse_pace(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(f) if f > 0.0 && f.is_finite() => Ok(f),
+        _ => Err(format!("`{text}` is not a positive number (60 plays a simulated minute per second)")),
     }
 }

@@ -5,6 +5,7 @@ mod audit;
 mod cli;
 mod drift;
 mod render;
+mod watch;
 
 fn main() -> std::process::ExitCode {
     std::process::ExitCode::from(app::run())

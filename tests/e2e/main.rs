@@ -13,3 +13,4 @@ mod real_pair;
 mod real_pool;
 mod rehearsals;
 mod resume;
+mod watch;

@@ -32,6 +32,20 @@ impl SimAdapter {
     pub fn new(twin: Arc<SimTwin>, settings: Arc<SimSettings>) -> Self {
         Self { twin, settings }
     }
+
+    /// Runs a step on the twin; with a pace set, then waits the real time
+    /// the step's simulated time stands for (the executor cancels the wait).
+    async fn paced<T>(&self, step: impl FnOnce() -> Result<T, AdapterError>) -> Result<T, AdapterError> {
+        let before = self.twin.clock().now();
+        let result = step();
+        if let Some(pace) = self.twin.pace() {
+            let spent = self.twin.clock().now().saturating_sub(before);
+            if !spent.is_zero() {
+                tokio::time::sleep(spent.div_f64(pace)).await;
+            }
+        }
+        result
+    }
 }
 
 #[async_trait]
@@ -41,7 +55,7 @@ impl TrafficAdapter for SimAdapter {
     }
 
     async fn drain(&self, node: NodeRef<'_>, ctx: &CallCtx) -> Result<DrainReport, AdapterError> {
-        self.twin.drain(node.name(), ctx.timeout)
+        self.paced(|| self.twin.drain(node.name(), ctx.timeout)).await
     }
 
     async fn undrain(&self, node: NodeRef<'_>, _ctx: &CallCtx) -> Result<(), AdapterError> {
@@ -56,19 +70,19 @@ impl HostAdapter for SimAdapter {
     }
 
     async fn patch(&self, node: NodeRef<'_>, params: &Params, _ctx: &CallCtx) -> Result<PatchReport, AdapterError> {
-        self.twin.patch(node.name(), params)
+        self.paced(|| self.twin.patch(node.name(), params)).await
     }
 
     async fn restore(&self, node: NodeRef<'_>, patch: &PatchReport, _ctx: &CallCtx) -> Result<(), AdapterError> {
-        self.twin.restore(node.name(), patch)
+        self.paced(|| self.twin.restore(node.name(), patch)).await
     }
 
     async fn reboot(&self, node: NodeRef<'_>, ctx: &CallCtx) -> Result<Duration, AdapterError> {
-        self.twin.reboot(node.name(), ctx.timeout)
+        self.paced(|| self.twin.reboot(node.name(), ctx.timeout)).await
     }
 
     async fn wait_healthy(&self, node: NodeRef<'_>, ctx: &CallCtx) -> Result<(), AdapterError> {
-        self.twin.wait_healthy(node.name(), ctx.timeout)
+        self.paced(|| self.twin.wait_healthy(node.name(), ctx.timeout)).await
     }
 
     async fn facts(&self, node: NodeRef<'_>) -> Result<Facts, AdapterError> {
@@ -99,7 +113,7 @@ impl ReplicationAdapter for SimAdapter {
     }
 
     async fn wait_sync(&self, cluster: &Cluster, max_lag: Duration, ctx: &CallCtx) -> Result<SyncReport, AdapterError> {
-        self.twin.wait_sync(&cluster.name, max_lag, ctx.timeout)
+        self.paced(|| self.twin.wait_sync(&cluster.name, max_lag, ctx.timeout)).await
     }
 
     async fn switchover(
@@ -108,7 +122,7 @@ impl ReplicationAdapter for SimAdapter {
         target: &NodeSpec,
         _ctx: &CallCtx,
     ) -> Result<SwitchoverReport, AdapterError> {
-        self.twin.switchover(&cluster.name, &target.name)
+        self.paced(|| self.twin.switchover(&cluster.name, &target.name)).await
     }
 }
 

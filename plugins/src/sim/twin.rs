@@ -98,6 +98,8 @@ pub struct SimTwin {
     twin: Mutex<Twin>,
     /// Where the state is saved after every change, if anywhere.
     persist: Option<Persist>,
+    /// Simulated seconds per real second as f64 bits; 0: as fast as possible.
+    pace: std::sync::atomic::AtomicU64,
 }
 
 /// A base snapshot plus an append-only log of changed nodes and clusters:
@@ -239,7 +241,7 @@ impl SimTwin {
                 FaultEffect::Drift { ref fact, ref value } => set_fact(&mut twin.nodes[i].base_facts, fact, value),
             }
         }
-        Ok(Self { clock, twin: Mutex::new(twin), persist: None })
+        Ok(Self { clock, twin: Mutex::new(twin), persist: None, pace: Default::default() })
     }
 
     /// Saves the state to `path` (and changes to `path.log`) from now on.
@@ -328,6 +330,7 @@ impl SimTwin {
             clock,
             twin: Mutex::new(twin),
             persist: Some(Persist { log: Mutex::new(log), path: path.to_path_buf() }),
+            pace: Default::default(),
         })
     }
 
@@ -380,6 +383,20 @@ impl SimTwin {
 
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// Plays simulated time `factor` times faster than real time: a step
+    /// that takes a simulated minute then lasts 60/factor real seconds, so
+    /// a rehearsal can be watched (and cancelled mid-step).
+    pub fn set_pace(&self, factor: f64) {
+        let bits = if factor > 0.0 && factor.is_finite() { factor.to_bits() } else { 0 };
+        self.pace.store(bits, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The pace set with [`Self::set_pace`], if any.
+    pub fn pace(&self) -> Option<f64> {
+        let bits = self.pace.load(std::sync::atomic::Ordering::Relaxed);
+        (bits != 0).then(|| f64::from_bits(bits))
     }
 
     fn lock(&self) -> MutexGuard<'_, Twin> {
