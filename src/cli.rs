@@ -183,6 +183,13 @@ pub fn parse_param(raw: &str) -> Result<(String, serde_json::Value), String> {
     Ok((key.to_string(), value))
 }
 
+fn parse_pace(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(f) if f > 0.0 && f.is_finite() => Ok(f),
+        _ => Err(format!("`{text}` is not a positive number (60 plays a simulated minute per second)")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,12 +201,5 @@ mod tests {
         assert_eq!(parse_param("rate=0.05"), Ok(("rate".into(), 0.05.into())));
         assert_eq!(parse_param("target=db-pair"), Ok(("target".into(), "db-pair".into())));
         assert!(parse_param("nope").is_err());
-    }
-}
-
-fn parse_pace(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(f) if f > 0.0 && f.is_finite() => Ok(f),
-        _ => Err(format!("`{text}` is not a positive number (60 plays a simulated minute per second)")),
     }
 }

@@ -321,19 +321,16 @@ impl Watch<'_> {
             render::report(render::run_diagnostic("", e, playbook));
         }
         eprintln!("[watch] rehearsal #{generation}: {}", outcome_line(&report));
-        match &self.previous {
-            Some(before) => {
-                let changes = diff(before, &report);
-                if changes.is_empty() {
-                    eprintln!("[watch] no change in the outcome since the last rehearsal");
-                } else {
-                    eprintln!("[watch] changes since the last rehearsal:");
-                    for line in changes {
-                        eprintln!("  {line}");
-                    }
+        if let Some(before) = &self.previous {
+            let changes = diff(before, &report);
+            if changes.is_empty() {
+                eprintln!("[watch] no change in the outcome since the last rehearsal");
+            } else {
+                eprintln!("[watch] changes since the last rehearsal:");
+                for line in changes {
+                    eprintln!("  {line}");
                 }
             }
-            None => {}
         }
         self.previous = Some(report);
     }
