@@ -68,11 +68,17 @@ fn syntax_hint(message: &str) -> Option<String> {
     if message.contains("eval") {
         Some("eval is disabled in playbooks; call the built-ins directly".into())
     } else if message.contains("Variable not found") || message.contains("Undefined variable") {
-        Some("declare it with `let` first; playbooks use strict variables".into())
+        Some("declare it with `let` first (playbooks use strict variables); a function sees only its parameters, so pass it in".into())
     } else if message.contains("Expecting ';'") {
         Some("end the statement with `;`".into())
+    } else if message.starts_with("Unexpected") {
+        Some("something is missing before this: a value, an operand or a closing bracket".into())
+    } else if message.starts_with("Expecting") {
+        Some("a bracket, comma or quote before this is probably unclosed".into())
+    } else if message.contains("reserved keyword") {
+        Some("this word is reserved by Rhai; choose another name".into())
     } else {
-        None
+        Some("`pitcrew docs` and the README's playbook tour show the syntax pitcrew playbooks use".into())
     }
 }
 

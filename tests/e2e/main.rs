@@ -5,6 +5,7 @@
 mod support;
 
 mod audit;
+mod diagnostics;
 mod drift;
 mod errors;
 mod guards;
