@@ -19,8 +19,8 @@ use pitcrew_runtime::recorder::Recorder;
 use pitcrew_runtime::{EventSink, Executor, Inventory};
 use pitcrew_stdlib::{compile, new_engine, Limits, Playbook, RunOutcome, RunRequest, RunResult, StopKind};
 
-use crate::cli::{AuditCommand, Cli, Command, OutputArgs, RunArgs};
-use crate::render::{self, JsonSummary, ProgressSink};
+use crate::cli::{AuditCommand, Cli, Command, LogFormat, OutputArgs, RunArgs};
+use crate::render::{self, JsonSummary};
 
 pub const SUCCESS: u8 = 0;
 pub const FAILED: u8 = 1;
@@ -335,7 +335,8 @@ fn execute(args: &RunArgs, mode: Mode, with_preflight: bool, state_dir: &Path, p
         recorder.facts_dir = Some(prepared.state.facts_dir());
     }
     let title = format!("{} {} on {} (run {id})", mode.name(), args.playbook.display(), args.inventory.display());
-    let code = run_journaled(&prepared, built, recorder, request, &args.output, &mode, &id, &title, None);
+    let code =
+        run_journaled(&prepared, built, recorder, request, &args.output, &mode, &id, &title, None, &clusters);
     drop(locks);
     code
 }
@@ -352,10 +353,18 @@ fn run_journaled(
     id: &str,
     title: &str,
     resumed: Option<Body>,
+    request_clusters: &[String],
 ) -> u8 {
     let BuiltAdapters { adapters, .. } = built;
     let is_virtual = adapters.clock.is_virtual();
-    let sink: Arc<dyn EventSink> = if output.quiet { Arc::new(NullSink) } else { Arc::new(ProgressSink::new()) };
+    let expected = prepared
+        .inventory
+        .clusters
+        .iter()
+        .filter(|c| request_clusters.is_empty() || request_clusters.contains(&c.name))
+        .map(|c| c.nodes.len())
+        .sum();
+    let sink: Arc<dyn EventSink> = crate::live::progress_sink(output, expected);
     let exec = Arc::new(
         Executor::new(prepared.inventory.clone(), adapters, prepared.runtime.handle().clone(), sink)
             .with_recorder(recorder),
@@ -373,7 +382,7 @@ fn run_journaled(
             }
         }
     });
-    if !output.quiet {
+    if !output.quiet && output.log_format != LogFormat::Json {
         eprintln!("pitcrew {title}");
     }
     let started = Instant::now();
@@ -381,11 +390,26 @@ fn run_journaled(
     let wall = started.elapsed();
     let code = exit_code(&outcome);
     exec.snapshot_used_facts("end of run");
-    exec.journal_always(Body::End { result: render::result_key(outcome.result).to_string(), exit_code: code });
+    exec.journal_always(Body::End {
+        result: render::result_key(outcome.result).to_string(),
+        exit_code: code,
+        outcome: serde_json::to_value(&outcome).unwrap_or_default(),
+    });
     if let Some(e) = &outcome.error {
         render::report(render::run_diagnostic("", e, &prepared.playbook));
     }
-    eprint!("{}", render::summary(id, mode.name(), &outcome, code, wall, is_virtual));
+    if output.log_format == LogFormat::Json {
+        crate::live::json_run_finished(
+            id,
+            render::result_key(outcome.result),
+            code,
+            outcome.steps,
+            outcome.traffic.failed,
+            outcome.traffic.interruption.as_secs_f64(),
+        );
+    } else {
+        eprint!("{}", render::summary(id, mode.name(), &outcome, code, wall, is_virtual));
+    }
     if output.json {
         print_json(
             id,
@@ -608,7 +632,18 @@ fn resume(
         repaired: repaired.map(|p| format!("a torn last record was moved to {}", p.display())),
     };
     let title = format!("resume of {id}: {} {} on {}", header.mode, header.playbook, header.inventory);
-    let code = run_journaled(&prepared, built, recorder, request, output, &mode, &id, &title, Some(marker));
+    let code = run_journaled(
+        &prepared,
+        built,
+        recorder,
+        request,
+        output,
+        &mode,
+        &id,
+        &title,
+        Some(marker),
+        &header.clusters,
+    );
     drop(locks);
     code
 }

@@ -93,7 +93,11 @@ fn describe(body: &Body) -> (String, String) {
         Body::RollbackFinished { ok } => {
             ("rollback".into(), if *ok { "finished: service on unpatched nodes".into() } else { "FAILED".into() })
         }
-        Body::End { result, exit_code } => ("end".into(), format!("{result} (exit {exit_code})")),
+        Body::End { result, exit_code, .. } => ("end".into(), format!("{result} (exit {exit_code})")),
+        Body::Notified { event, deliveries, .. } => {
+            let failed = deliveries.iter().filter(|d| d["ok"] != true).count();
+            ("notified".into(), format!("{event} to {} sink(s), {failed} failed", deliveries.len()))
+        }
     }
 }
 

@@ -132,8 +132,22 @@ pub struct OutputArgs {
     #[arg(long)]
     pub json: bool,
     /// No progress lines, only the summary.
-    #[arg(short, long)]
+    #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// More progress: step starts and batch ends.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Progress as a live view on a terminal and lines otherwise (auto),
+    /// always plain lines (plain), or one JSON object per event (json).
+    #[arg(long, value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Plain,
+    Json,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@ mod app;
 mod audit;
 mod cli;
 mod drift;
+mod live;
 mod render;
 mod watch;
 

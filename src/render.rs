@@ -20,25 +20,32 @@ pub fn out(text: &str) {
     let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.write_all(b"\n"));
 }
 
-/// Progress on stderr: one line per finished step, log lines, rollback marks.
+/// Progress on stderr: one line per finished step, log lines, rollback
+/// marks; with `verbose`, step starts and batch boundaries too.
 pub struct ProgressSink {
     out: Mutex<std::io::Stderr>,
+    verbose: bool,
 }
 
 impl ProgressSink {
     pub fn new() -> Self {
-        Self { out: Mutex::new(std::io::stderr()) }
+        Self { out: Mutex::new(std::io::stderr()), verbose: false }
     }
-}
 
-fn secs(d: Duration) -> String {
-    format!("{:.1}s", d.as_secs_f64())
-}
+    pub fn verbose(mut self, verbose: bool) -> Self {
+        self.verbose = verbose;
+        self
+    }
 
-impl EventSink for ProgressSink {
-    fn emit(&self, event: &Event) {
-        let line = match event {
-            Event::StepStarted { .. } => return,
+    /// The line an event prints, if any.
+    pub fn line(&self, event: &Event) -> Option<String> {
+        Some(match event {
+            Event::StepStarted { at, cluster, node, action, compensating, .. } if self.verbose => {
+                let target = node.as_deref().unwrap_or(cluster);
+                let undo = if *compensating { "undo " } else { "" };
+                format!("{}  {target:<10} {undo}{} ...", format_offset(*at), action.as_str())
+            }
+            Event::StepStarted { .. } => return None,
             Event::StepFinished { at, took, cluster, node, action, compensating, outcome, .. } => {
                 let target = node.as_deref().unwrap_or(cluster);
                 let step =
@@ -61,7 +68,24 @@ impl EventSink for ProgressSink {
                     if *ok { "finished: service on unpatched nodes" } else { "FAILED: the service needs a human" }
                 )
             }
-        };
+            // `rolling` logs its batches as lines already.
+            Event::BatchStarted { .. } => return None,
+            Event::BatchFinished { at, cluster, index, of, failed, .. } if self.verbose => {
+                format!("{}  {cluster}: batch {index}/{of} done, {} failed", format_offset(*at), failed.len())
+            }
+            Event::BatchFinished { .. } => return None,
+            Event::Notify { at, name, data } => format!("{}  notify {name} {data}", format_offset(*at)),
+        })
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+impl EventSink for ProgressSink {
+    fn emit(&self, event: &Event) {
+        let Some(line) = self.line(event) else { return };
         if let Ok(mut out) = self.out.lock() {
             // A closed stderr is not a reason to stop a patch run.
             let _ = writeln!(out, "{line}");

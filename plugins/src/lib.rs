@@ -129,7 +129,7 @@ fn check_kinds(inventory: &Inventory) -> Result<(), InventoryError> {
                     _ => false,
                 };
             if shell_lacks {
-                let needs = if concern == Concern::Traffic { "`drain` and `undrain`" } else { "a `probe`" };
+                let needs = if concern == Concern::Traffic { "`drain` and `undrain`" } else { "`probe`" };
                 return Err(inventory.error_at(
                     &[Seg::Key("clusters"), Seg::Key(&cluster.name)],
                     format!(

@@ -51,6 +51,29 @@ pub enum Event {
         at: Duration,
         ok: bool,
     },
+    /// `rolling` starts a batch (1-based `index` of `of`).
+    BatchStarted {
+        at: Duration,
+        cluster: String,
+        index: usize,
+        of: usize,
+        nodes: Vec<String>,
+    },
+    /// `rolling` finished a batch; `error_rate` is what users saw, when watched.
+    BatchFinished {
+        at: Duration,
+        cluster: String,
+        index: usize,
+        of: usize,
+        failed: Vec<String>,
+        error_rate: Option<f64>,
+    },
+    /// `notify(event, data)` in the playbook.
+    Notify {
+        at: Duration,
+        name: String,
+        data: serde_json::Value,
+    },
 }
 
 /// Receives events; implementations must be cheap, they run on the hot path.

@@ -247,6 +247,11 @@ impl Executor {
         }
     }
 
+    /// Tells the event sinks (progress, notifications) something happened.
+    pub fn emit(&self, event: Event) {
+        self.events.emit(&event);
+    }
+
     pub fn log(&self, text: &str) {
         self.events.emit(&Event::Log { at: self.now(), text: text.to_string() });
         self.journal(Body::Log { text: text.to_string() });
@@ -296,7 +301,9 @@ impl Executor {
         if token.is_cancelled() {
             return Err(StepError::cancelled(action));
         }
-        let wall = if self.adapters.clock.is_virtual() { self.options.rehearsal_call_limit } else { timeout };
+        // On a virtual clock the twin answers at once unless it is paced to
+        // real time, when a step may take up to its own timeout.
+        let wall = if self.adapters.clock.is_virtual() { self.options.rehearsal_call_limit.max(timeout) } else { timeout };
         self.handle.block_on(async {
             tokio::select! {
                 biased;
@@ -861,6 +868,8 @@ impl Executor {
     /// Patches a node that serves nobody; pushes a restore compensation.
     pub fn patch(&self, name: &str, params: &Params) -> StepResult<PatchReport> {
         let (cluster, node) = self.node(name, Action::Patch)?;
+        // What the patch changes shows as this against "after patch".
+        self.snapshot_facts(cluster, node, "before patch");
         let from: String =
             self.read("version", name, || self.version_of(cluster, node).map_err(|e| e.on_node(&cluster.name, name)))?;
         let host = self.adapters_of(cluster).host.clone();

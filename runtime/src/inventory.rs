@@ -149,6 +149,8 @@ pub struct Inventory {
     pub source: SourceFile,
     pub adapters: IndexMap<String, AdapterSpec>,
     pub clusters: Vec<Cluster>,
+    /// The `notifications:` section as written (null when absent).
+    pub notifications: serde_yaml::Value,
     node_index: HashMap<String, (usize, usize)>,
 }
 
@@ -190,6 +192,9 @@ struct RawInventory {
     #[serde(default)]
     adapters: IndexMap<String, RawAdapter>,
     clusters: IndexMap<String, RawCluster>,
+    /// Notification sinks and templates; read by the binary.
+    #[serde(default)]
+    notifications: serde_yaml::Value,
 }
 
 #[derive(Deserialize)]
@@ -274,6 +279,7 @@ impl Inventory {
             let help = yaml_hint(&message);
             invalid(&source, line, column, message, help)
         })?;
+        let notifications = raw.notifications.clone();
         Builder { source: &source }.build(raw).map(|(adapters, clusters)| {
             let mut node_index = HashMap::new();
             for (ci, cluster) in clusters.iter().enumerate() {
@@ -281,7 +287,7 @@ impl Inventory {
                     node_index.insert(node.name.clone(), (ci, ni));
                 }
             }
-            Inventory { source: source.clone(), adapters, clusters, node_index }
+            Inventory { source: source.clone(), adapters, clusters, notifications, node_index }
         })
     }
 

@@ -281,6 +281,16 @@ pub enum Body {
     End {
         result: String,
         exit_code: u8,
+        /// The run's summary (steps, patched nodes, traffic, rollback,
+        /// final node states, the error), for reports.
+        #[serde(default, skip_serializing_if = "Value::is_null")]
+        outcome: Value,
+    },
+    /// A notification and what became of it at each sink.
+    Notified {
+        event: String,
+        data: Value,
+        deliveries: Vec<Value>,
     },
 }
 
@@ -417,7 +427,7 @@ impl Journal {
 
     pub fn ended(&self) -> Option<(&str, u8)> {
         self.records.iter().rev().find_map(|s| match &s.record.body {
-            Body::End { result, exit_code } => Some((result.as_str(), *exit_code)),
+            Body::End { result, exit_code, .. } => Some((result.as_str(), *exit_code)),
             _ => None,
         })
     }
@@ -559,7 +569,7 @@ mod tests {
         for i in 0..3 {
             w.append(Duration::from_secs(i), Body::Log { text: format!("line {i}") }).expect("log");
         }
-        w.append(Duration::from_secs(9), Body::End { result: "succeeded".into(), exit_code: 0 }).expect("end");
+        w.append(Duration::from_secs(9), Body::End { result: "succeeded".into(), exit_code: 0, outcome: Value::Null }).expect("end");
         path
     }
 

@@ -6,7 +6,7 @@ use rhai::plugin::*;
 pub mod flow_api {
     use std::time::Duration;
 
-    use pitcrew_runtime::{Action, ErrorKind, StepError};
+    use pitcrew_runtime::{Action, ErrorKind, Event, StepError};
     use rhai::{Array, Dynamic, FnPtr, Map, NativeCallContext};
 
     use crate::handles::NodeHandle;
@@ -99,6 +99,15 @@ pub mod flow_api {
         for (b, chunk) in nodes.chunks(batch).enumerate() {
             let names: Vec<&str> = chunk.iter().map(|n| n.name.as_str()).collect();
             host.exec.log(&format!("batch {}/{batches}: {}", b + 1, names.join(", ")));
+            host.exec.emit(Event::BatchStarted {
+                at: host.exec.now(),
+                cluster: cluster.name.clone(),
+                index: b + 1,
+                of: batches,
+                nodes: names.iter().map(ToString::to_string).collect(),
+            });
+            let failed_before = failed.len();
+            let mut error_rate = None;
             let before = host.exec.sample(cluster).map_err(to_rhai)?;
             for node in chunk {
                 let mark = host.exec.mark();
@@ -168,6 +177,7 @@ pub mod flow_api {
                     let (watch_rate, errors, requests) = rate(watch_start);
                     let (batch_rate, ..) = rate(batch_start);
                     let worst = watch_rate.max(batch_rate);
+                    error_rate = Some(worst);
                     host.exec.log(&format!(
                         "batch {}/{batches}: error rate {:.2}% while watching {}s ({errors} of {requests}), {:.2}% over the batch",
                         b + 1,
@@ -196,6 +206,14 @@ pub mod flow_api {
                     }
                 }
             }
+            host.exec.emit(Event::BatchFinished {
+                at: host.exec.now(),
+                cluster: cluster.name.clone(),
+                index: b + 1,
+                of: batches,
+                failed: failed[failed_before..].iter().map(ToString::to_string).collect(),
+                error_rate,
+            });
         }
         result.insert("done".into(), done.into());
         result.insert("failed".into(), failed.into());
