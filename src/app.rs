@@ -166,6 +166,7 @@ fn fail(code: u8, e: impl miette::Diagnostic + Send + Sync + 'static) -> u8 {
 
 fn prepare(playbook: &Path, inventory: &Path, lib: &[PathBuf], state_dir: &Path) -> Result<Prepared, u8> {
     let inventory = Inventory::load(inventory).map(Arc::new).map_err(|e| fail(INVALID, e))?;
+    crate::notify::check(&inventory).map_err(|e| fail(INVALID, e))?;
     let engine = new_engine(&Limits::default(), Vec::new(), None);
     let playbook = compile(&engine, playbook, lib).map_err(|e| fail(INVALID, e))?;
     if !static_checks(&engine, &playbook, Some(&inventory)) {
@@ -335,8 +336,7 @@ fn execute(args: &RunArgs, mode: Mode, with_preflight: bool, state_dir: &Path, p
         recorder.facts_dir = Some(prepared.state.facts_dir());
     }
     let title = format!("{} {} on {} (run {id})", mode.name(), args.playbook.display(), args.inventory.display());
-    let code =
-        run_journaled(&prepared, built, recorder, request, &args.output, &mode, &id, &title, None, &clusters);
+    let code = run_journaled(&prepared, built, recorder, request, &args.output, &mode, &id, &title, None, &clusters);
     drop(locks);
     code
 }
@@ -364,11 +364,37 @@ fn run_journaled(
         .filter(|c| request_clusters.is_empty() || request_clusters.contains(&c.name))
         .map(|c| c.nodes.len())
         .sum();
-    let sink: Arc<dyn EventSink> = crate::live::progress_sink(output, expected);
+    let mut sink: Arc<dyn EventSink> = crate::live::progress_sink(output, expected);
+    // Rehearsals never notify anyone.
+    let notifier = match mode {
+        Mode::Live => {
+            let info = crate::notify::RunInfo {
+                run: id.to_string(),
+                mode: mode.name().to_string(),
+                playbook: prepared.playbook.source.display_name(),
+                inventory: prepared.inventory.source.display_name(),
+                operator: operator(),
+                host: lock::host_name(),
+                clusters: request_clusters.to_vec(),
+            };
+            match crate::notify::from_inventory(&prepared.inventory, info) {
+                Ok(n) => n.map(Arc::new),
+                Err(e) => return fail(INVALID, e),
+            }
+        }
+        Mode::Rehearsal(_) => None,
+    };
+    if let Some(n) = &notifier {
+        sink = Arc::new(crate::live::Tee(vec![sink, n.clone()]));
+    }
     let exec = Arc::new(
         Executor::new(prepared.inventory.clone(), adapters, prepared.runtime.handle().clone(), sink)
             .with_recorder(recorder),
     );
+    if let Some(n) = &notifier {
+        n.attach(&exec);
+        n.send(if resumed.is_some() { "run_resumed" } else { "run_started" }, exec.now(), serde_json::json!({}));
+    }
     if let Some(marker) = resumed {
         exec.journal_always(marker);
     }
@@ -390,6 +416,11 @@ fn run_journaled(
     let wall = started.elapsed();
     let code = exit_code(&outcome);
     exec.snapshot_used_facts("end of run");
+    if let Some(n) = &notifier {
+        let data = crate::notify::finished_data(&outcome, render::result_key(outcome.result), code);
+        n.send("run_finished", exec.now(), data);
+        n.finish(Duration::from_secs(60));
+    }
     exec.journal_always(Body::End {
         result: render::result_key(outcome.result).to_string(),
         exit_code: code,
@@ -632,18 +663,8 @@ fn resume(
         repaired: repaired.map(|p| format!("a torn last record was moved to {}", p.display())),
     };
     let title = format!("resume of {id}: {} {} on {}", header.mode, header.playbook, header.inventory);
-    let code = run_journaled(
-        &prepared,
-        built,
-        recorder,
-        request,
-        output,
-        &mode,
-        &id,
-        &title,
-        Some(marker),
-        &header.clusters,
-    );
+    let code =
+        run_journaled(&prepared, built, recorder, request, output, &mode, &id, &title, Some(marker), &header.clusters);
     drop(locks);
     code
 }

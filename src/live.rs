@@ -192,5 +192,13 @@ impl EventSink for JsonLog {
 
 /// The end of a run as one JSON log object.
 pub fn json_run_finished(run: &str, result: &str, exit_code: u8, steps: u64, failed_requests: u64, interruption: f64) {
-    tracing::info!(kind = "run_finished", run, result, exit_code, steps, failed_requests, interruption_s = interruption);
+    tracing::info!(
+        kind = "run_finished",
+        run,
+        result,
+        exit_code,
+        steps,
+        failed_requests,
+        interruption_s = interruption
+    );
 }

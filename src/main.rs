@@ -5,6 +5,7 @@ mod audit;
 mod cli;
 mod drift;
 mod live;
+mod notify;
 mod render;
 mod watch;
 

@@ -247,6 +247,11 @@ impl Executor {
         }
     }
 
+    /// Replaying journaled calls on resume: nothing may reach the outside.
+    pub fn replaying(&self) -> bool {
+        self.recorder().replaying()
+    }
+
     /// Tells the event sinks (progress, notifications) something happened.
     pub fn emit(&self, event: Event) {
         self.events.emit(&event);
@@ -303,7 +308,8 @@ impl Executor {
         }
         // On a virtual clock the twin answers at once unless it is paced to
         // real time, when a step may take up to its own timeout.
-        let wall = if self.adapters.clock.is_virtual() { self.options.rehearsal_call_limit.max(timeout) } else { timeout };
+        let wall =
+            if self.adapters.clock.is_virtual() { self.options.rehearsal_call_limit.max(timeout) } else { timeout };
         self.handle.block_on(async {
             tokio::select! {
                 biased;

@@ -569,7 +569,8 @@ mod tests {
         for i in 0..3 {
             w.append(Duration::from_secs(i), Body::Log { text: format!("line {i}") }).expect("log");
         }
-        w.append(Duration::from_secs(9), Body::End { result: "succeeded".into(), exit_code: 0, outcome: Value::Null }).expect("end");
+        w.append(Duration::from_secs(9), Body::End { result: "succeeded".into(), exit_code: 0, outcome: Value::Null })
+            .expect("end");
         path
     }
 

@@ -264,6 +264,33 @@ pub mod flow_api {
         }
     }
 
+    /// Sends a notification to the sinks the inventory configures (chat,
+    /// webhook, file), rendered from the template named like the event.
+    /// A failing sink never fails the run; rehearsals send nothing.
+    ///
+    /// ```rhai
+    /// notify("db_patched", #{ cluster: "db-pair", version: "15.6" });
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn notify(ctx: NativeCallContext, event: &str, data: Map) -> RhaiResult<()> {
+        let host = host(&ctx)?;
+        let data: serde_json::Value = rhai::serde::from_dynamic(&Dynamic::from_map(data))?;
+        if !host.exec.replaying() {
+            host.exec.emit(Event::Notify { at: host.exec.now(), name: event.to_string(), data });
+        }
+        Ok(())
+    }
+
+    /// `notify` without data.
+    ///
+    /// ```rhai
+    /// notify("window_half_done");
+    /// ```
+    #[rhai_fn(name = "notify", return_raw)]
+    pub fn notify_plain(ctx: NativeCallContext, event: &str) -> RhaiResult<()> {
+        notify(ctx, event, Map::new())
+    }
+
     /// Writes a line to the run's log (progress output and events).
     ///
     /// ```rhai

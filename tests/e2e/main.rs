@@ -9,6 +9,7 @@ mod diagnostics;
 mod drift;
 mod errors;
 mod guards;
+mod notify;
 mod real;
 mod real_pair;
 mod real_pool;

@@ -52,6 +52,11 @@ impl Pitcrew {
         self
     }
 
+    /// This invocation's temp dir.
+    pub fn dir_path(&self) -> std::path::PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
     /// Writes a file in this invocation's temp dir and returns its path.
     pub fn file(&self, name: &str, text: &str) -> String {
         let path = self.dir.path().join(name);
