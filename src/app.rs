@@ -51,6 +51,9 @@ pub fn run() -> u8 {
         Command::Audit { command: AuditCommand::Verify { run } } => crate::audit::verify(&state_dir, &run),
         Command::Audit { command: AuditCommand::Show { run } } => crate::audit::show(&state_dir, &run),
         Command::Runs => crate::audit::runs(&state_dir),
+        Command::Report { run, format, output, template } => {
+            crate::report::run(&state_dir, &run, &format, output.as_deref(), template.as_deref())
+        }
         Command::Drift { inventory, cluster, json, faults } => {
             crate::drift::run(&state_dir, &inventory, cluster.as_deref(), json, &faults)
         }

@@ -9,7 +9,7 @@ use pitcrew_runtime::journal::{self, Body, Journal, StateDir};
 use crate::app::{BROKEN_TRAIL, INVALID, SUCCESS};
 use crate::render;
 
-fn open(state_dir: &Path, run: &str) -> Result<std::path::PathBuf, u8> {
+pub(crate) fn open(state_dir: &Path, run: &str) -> Result<std::path::PathBuf, u8> {
     let state = StateDir::existing(state_dir).map_err(|e| {
         render::report(e);
         INVALID

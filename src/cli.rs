@@ -78,6 +78,21 @@ pub enum Command {
     },
     /// List the runs of the state directory.
     Runs,
+    /// Render a run from its audit trail: Markdown, a self-contained HTML page, or JSON.
+    Report {
+        /// The run id (or a unique prefix), as `pitcrew runs` lists it.
+        run: String,
+        /// md, html or json.
+        #[arg(long, default_value = "md")]
+        format: String,
+        /// Write to this file instead of stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// A handlebars template to use instead of the built-in one (md, html);
+        /// `--format json` shows every field it can use.
+        #[arg(long, value_name = "FILE")]
+        template: Option<PathBuf>,
+    },
     /// Gather facts now and report nodes that differ from their peers or from the last run.
     #[command(after_help = EXIT_CODES)]
     Drift {

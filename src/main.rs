@@ -7,6 +7,7 @@ mod drift;
 mod live;
 mod notify;
 mod render;
+mod report;
 mod watch;
 
 fn main() -> std::process::ExitCode {

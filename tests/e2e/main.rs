@@ -14,5 +14,6 @@ mod real;
 mod real_pair;
 mod real_pool;
 mod rehearsals;
+mod report;
 mod resume;
 mod watch;
