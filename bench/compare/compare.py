@@ -417,10 +417,19 @@ def first_line(argv):
         return "not available"
 
 
+def built(path):
+    try:
+        when = datetime.datetime.fromtimestamp(os.stat(path).st_mtime).astimezone()
+    except OSError:
+        return ""
+    return f", built {when:%Y-%m-%d %H:%M %Z}"
+
+
 def ratio(a, b):
     if a is None or b is None or b <= 0:
         return "—"
-    return f"{a / b:.1f}×"
+    r = a / b
+    return f"{r:.2f}×" if r < 1 else f"{r:.1f}×" if r < 100 else f"{r:.0f}×"
 
 
 def main():
@@ -449,7 +458,7 @@ def main():
         f"`nproc` = {len(os.sched_getaffinity(0))}, "
         f"{cpu_model()}, {mem_total()} RAM, Linux {platform.release()}; "
         f"load average {os.getloadavg()[0]:.2f} at the start.",
-        f"pitcrew: `{first_line([cfg.pitcrew, '--version'])}` ({cfg.pitcrew}); "
+        f"pitcrew: `{first_line([cfg.pitcrew, '--version'])}` ({cfg.pitcrew}{built(cfg.pitcrew)}); "
         f"Ansible: `{first_line([cfg.ansible_playbook, '--version'])}` on Python {first_line([cfg.venv_python, '-c', 'import platform; print(platform.python_version())'])}; "
         f"shell: /bin/sh -> {os.path.realpath('/bin/sh')}.",
     ]

@@ -477,6 +477,10 @@ impl HostAdapter for ShellHost {
         self.wait_until_up(node, ctx.timeout, None).await.map(|_| ())
     }
 
+    async fn is_up(&self, node: NodeRef<'_>) -> Result<bool, AdapterError> {
+        Ok(self.healthy(node).await)
+    }
+
     async fn facts(&self, node: NodeRef<'_>) -> Result<Facts, AdapterError> {
         let mut facts = Facts::new();
         facts.insert("version".into(), json!(self.output_of(node, "version").await?));
@@ -535,6 +539,14 @@ impl TrafficAdapter for ShellHost {
             !self.drained.lock().map_or(false, |d| d.contains(&node.node.name))
         };
         Ok(TrafficState { in_service, connections: self.connections(node).await? })
+    }
+
+    async fn in_service(&self, node: NodeRef<'_>) -> Result<bool, AdapterError> {
+        if self.settings.commands.in_service.is_some() {
+            Ok(self.run(node, "in_service", &Params::new(), self.quick(), None).await?.ok())
+        } else {
+            Ok(!self.drained.lock().map_or(false, |d| d.contains(&node.node.name)))
+        }
     }
 
     async fn drain(&self, node: NodeRef<'_>, ctx: &CallCtx) -> Result<DrainReport, AdapterError> {

@@ -160,6 +160,11 @@ pub trait TrafficAdapter: Send + Sync {
     /// its connections reach zero.
     async fn drain(&self, node: NodeRef<'_>, ctx: &CallCtx) -> Result<DrainReport, AdapterError>;
     async fn undrain(&self, node: NodeRef<'_>, ctx: &CallCtx) -> Result<(), AdapterError>;
+    /// Whether the node receives new requests (the drain guard asks this
+    /// of every peer; adapters with a cheaper answer than `state` give it).
+    async fn in_service(&self, node: NodeRef<'_>) -> Result<bool, AdapterError> {
+        Ok(self.state(node).await?.in_service)
+    }
 }
 
 #[async_trait]
@@ -172,6 +177,11 @@ pub trait HostAdapter: Send + Sync {
     async fn reboot(&self, node: NodeRef<'_>, ctx: &CallCtx) -> Result<Duration, AdapterError>;
     async fn wait_healthy(&self, node: NodeRef<'_>, ctx: &CallCtx) -> Result<(), AdapterError>;
     async fn facts(&self, node: NodeRef<'_>) -> Result<Facts, AdapterError>;
+    /// Whether the node is up and healthy (cheaper than `state` where the
+    /// adapter can tell without the version).
+    async fn is_up(&self, node: NodeRef<'_>) -> Result<bool, AdapterError> {
+        Ok(self.state(node).await?.up)
+    }
     /// How long `action` is expected to take on this host, for the window guard.
     fn estimate(&self, action: Action) -> Option<Duration> {
         let _ = action;

@@ -56,6 +56,14 @@ pub struct NodeFinal {
     pub up: bool,
 }
 
+/// How much of a cluster an observation asks for.
+#[derive(Debug, Clone, Copy)]
+enum Scope<'a> {
+    All,
+    Node(&'a str),
+    Serving,
+}
+
 /// What a rollback did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RollbackReport {
@@ -374,6 +382,14 @@ impl Executor {
     /// Observes every node of a cluster: health, version, traffic or role.
     /// Not journaled: guards use it just before a live step.
     fn observe(&self, cluster: &Cluster, action: Action) -> Result<Vec<NodeView>, StepError> {
+        self.observe_scoped(cluster, action, Scope::All)
+    }
+
+    /// What the guards and the playbook see of a cluster's nodes: every
+    /// node in full, one node in full, or every node's serving state only
+    /// (in service and up: what the drain guard counts). Nodes are asked
+    /// at once: a real cluster answers in one round trip.
+    fn observe_scoped(&self, cluster: &Cluster, action: Action, scope: Scope<'_>) -> Result<Vec<NodeView>, StepError> {
         let adapters = self.adapters_of(cluster);
         let token = self.abort.clone();
         self.bridge(action, &token, cluster.policy.step_timeout, async {
@@ -381,18 +397,34 @@ impl Executor {
                 (Some(replication), ClusterKind::ActivePassive) => Some(replication.roles(cluster).await?),
                 _ => None,
             };
-            // Every node at once: a real cluster answers in one round trip.
-            let views = cluster.nodes.iter().map(|node| {
+            let nodes = cluster.nodes.iter().filter(|n| match scope {
+                Scope::Node(name) => n.name == name,
+                _ => true,
+            });
+            let views = nodes.map(|node| {
                 let roles = &roles;
                 async move {
                     let at = NodeRef { cluster, node };
-                    let (host, traffic) = futures::join!(adapters.host.state(at), async {
-                        match &adapters.traffic {
-                            Some(traffic) if cluster.kind == ClusterKind::Pool => traffic.state(at).await.map(Some),
-                            _ => Ok(None),
-                        }
-                    });
-                    let (host, traffic) = (host?, traffic?);
+                    let pool_traffic = adapters.traffic.as_ref().filter(|_| cluster.kind == ClusterKind::Pool);
+                    let (host, traffic) = if matches!(scope, Scope::Serving) {
+                        futures::join!(async { adapters.host.is_up(at).await.map(|up| (up, String::new())) }, async {
+                            match pool_traffic {
+                                Some(t) => t
+                                    .in_service(at)
+                                    .await
+                                    .map(|s| Some(crate::adapter::TrafficState { in_service: s, connections: 0 })),
+                                None => Ok(None),
+                            }
+                        })
+                    } else {
+                        futures::join!(async { adapters.host.state(at).await.map(|h| (h.up, h.version)) }, async {
+                            match pool_traffic {
+                                Some(t) => t.state(at).await.map(Some),
+                                None => Ok(None),
+                            }
+                        })
+                    };
+                    let ((up, version), traffic) = (host?, traffic?);
                     let role =
                         roles.as_ref().and_then(|r| r.iter().find(|(n, _)| *n == node.name).map(|(_, role)| *role));
                     Ok(NodeView {
@@ -400,8 +432,8 @@ impl Executor {
                         role,
                         in_service: traffic.map_or(role == Some(Role::Active), |t| t.in_service),
                         connections: traffic.map_or(0, |t| t.connections),
-                        up: host.up,
-                        version: host.version,
+                        up,
+                        version,
                     })
                 }
             });
@@ -419,8 +451,10 @@ impl Executor {
     pub fn node_view(&self, name: &str) -> Result<NodeView, StepError> {
         let (cluster, _) = self.node(name, Action::Param)?;
         self.read("node", name, || {
-            let views = self.observe(cluster, Action::Param)?;
-            Ok(views.into_iter().find(|v| v.name == name).expect("observe returns every node of the cluster"))
+            let views = self.observe_scoped(cluster, Action::Param, Scope::Node(name))?;
+            views.into_iter().next().ok_or_else(|| {
+                StepError::new(ErrorKind::Invalid, Action::Param, format!("no node named `{name}` in the inventory"))
+            })
         })
     }
 
@@ -786,9 +820,15 @@ impl Executor {
         self.step(
             spec,
             || {
-                let views = self
-                    .observe(cluster, Action::Drain)
+                // The node in full; its peers only as serving or not.
+                let mut views = self
+                    .observe_scoped(cluster, Action::Drain, Scope::Serving)
                     .map_err(|e| Refusal { message: e.message, hint: String::new() })?;
+                let own = self
+                    .observe_scoped(cluster, Action::Drain, Scope::Node(name))
+                    .map_err(|e| Refusal { message: e.message, hint: String::new() })?;
+                views.retain(|v| v.name != name);
+                views.extend(own);
                 guard::may_drain(cluster.kind, &cluster.policy, &views, name)
             },
             |ctx| async move { traffic.drain(NodeRef { cluster, node }, &ctx).await },
@@ -861,7 +901,10 @@ impl Executor {
     }
 
     fn host_guard(&self, cluster: &Cluster, name: &str, action: Action) -> Result<(), Refusal> {
-        let views = self.observe(cluster, action).map_err(|e| Refusal { message: e.message, hint: String::new() })?;
+        // Only the node itself (and, for a pair, the roles) decides.
+        let views = self
+            .observe_scoped(cluster, action, Scope::Node(name))
+            .map_err(|e| Refusal { message: e.message, hint: String::new() })?;
         guard::may_change_host(cluster.kind, &views, name, action)
     }
 
