@@ -130,6 +130,9 @@ fn check(playbook: &Path, inventory: Option<&Path>, lib: &[PathBuf]) -> u8 {
         if let Err(e) = rehearsal_adapters(inv, &[]) {
             return fail(INVALID, e);
         }
+        if let Err(e) = crate::notify::check(inv) {
+            return fail(INVALID, e);
+        }
     }
     let engine = new_engine(&Limits::default(), Vec::new(), None);
     match compile(&engine, playbook, lib) {

@@ -16,6 +16,7 @@
 //! recorded in the audit trail as a `notified` record. Rehearsals do not
 //! notify; `run` and `resume` do.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Sender};
@@ -65,6 +66,11 @@ enum SinkConfig {
     },
     Webhook {
         url: String,
+        /// Extra request headers; `${NAME}` in a value is read from the
+        /// environment when sending (tokens stay out of the inventory and
+        /// the audit trail).
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
         #[serde(default = "default_timeout", with = "humantime_serde")]
         timeout: Duration,
         #[serde(default = "default_retries")]
@@ -247,8 +253,9 @@ fn deliver(sink: &SinkConfig, job: &Job, text: &str) -> Value {
                 Err(e) => (false, 1, Some(e.to_string())),
             }
         }
-        SinkConfig::Webhook { url, timeout, retries, .. } => {
+        SinkConfig::Webhook { url, headers, timeout, retries, .. } => {
             let agent = ureq::AgentBuilder::new().timeout(*timeout).build();
+            let headers: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.clone(), expand_env(v))).collect();
             let mut last = None;
             let mut attempts = 0;
             for attempt in 0..=*retries {
@@ -256,7 +263,10 @@ fn deliver(sink: &SinkConfig, job: &Job, text: &str) -> Value {
                 if attempt > 0 {
                     std::thread::sleep(Duration::from_millis(200) * 2u32.pow(attempt - 1));
                 }
-                match agent.post(url).set("Content-Type", "application/json").send_string(&message.to_string()) {
+                let request = headers
+                    .iter()
+                    .fold(agent.post(url).set("Content-Type", "application/json"), |r, (k, v)| r.set(k, v));
+                match request.send_string(&message.to_string()) {
                     Ok(_) => {
                         last = None;
                         break;
@@ -274,6 +284,27 @@ fn deliver(sink: &SinkConfig, job: &Job, text: &str) -> Value {
         "error": error,
         "duration_s": started.elapsed().as_secs_f64(),
     })
+}
+
+/// `${NAME}` replaced by the environment variable NAME (empty when unset).
+fn expand_env(value: &str) -> String {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        match rest[start + 2..].find('}') {
+            Some(end) => {
+                out.push_str(&std::env::var(&rest[start + 2..start + 2 + end]).unwrap_or_default());
+                rest = &rest[start + 3 + end..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 impl Notifier {

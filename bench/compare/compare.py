@@ -465,7 +465,7 @@ def main():
     for line in env_lines:
         log(line)
 
-    results = {}  # (n, mode, tool) -> (Result, status text)
+    results = {}  # (n, mode, tool) -> Result
     failures = []
     disagreements = []
     for n in cfg.sizes:

@@ -22,6 +22,7 @@ fn webhook(fail_first: usize) -> (String, Arc<Mutex<Vec<Value>>>) {
             let Ok(mut stream) = stream else { continue };
             let mut reader = BufReader::new(stream.try_clone().expect("clone"));
             let mut length = 0;
+            let mut authorization = String::new();
             loop {
                 let mut line = String::new();
                 if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
@@ -30,12 +31,16 @@ fn webhook(fail_first: usize) -> (String, Arc<Mutex<Vec<Value>>>) {
                 if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
                     length = v.trim().parse().unwrap_or(0);
                 }
+                if line.to_ascii_lowercase().starts_with("authorization:") {
+                    authorization = line["authorization:".len()..].trim().to_string();
+                }
             }
             let mut body = vec![0; length];
             let _ = reader.read_exact(&mut body);
             let status = if n < fail_first { "500 Internal Server Error" } else { "200 OK" };
             if n >= fail_first {
-                if let Ok(json) = serde_json::from_slice::<Value>(&body) {
+                if let Ok(mut json) = serde_json::from_slice::<Value>(&body) {
+                    json["_authorization"] = Value::String(authorization);
                     bodies.lock().expect("lock").push(json);
                 }
             }
@@ -72,7 +77,7 @@ fn a_webhook_receives_the_window_start_batches_the_playbooks_own_and_the_finish(
     let inventory = inventory_with(
         &p,
         &format!(
-            "  sinks:\n    - {{ kind: webhook, url: \"{url}\", timeout: 2s, retries: 2 }}\n    - {{ kind: file, path: \"{}\", events: [run_finished] }}\n",
+            "  sinks:\n    - {{ kind: webhook, url: \"{url}\", timeout: 2s, retries: 2, headers: {{ Authorization: \"Bearer ${{PITCREW_TEST_TOKEN}}\" }} }}\n    - {{ kind: file, path: \"{}\", events: [run_finished] }}\n",
             file.display()
         ),
     );
@@ -83,6 +88,7 @@ fn a_webhook_receives_the_window_start_batches_the_playbooks_own_and_the_finish(
     let state = p.state_dir();
     let out = Pitcrew::new()
         .env("PITCREW_STATE_DIR", &state.display().to_string())
+        .env("PITCREW_TEST_TOKEN", "s3cr3t-token")
         .args(["run", playbook.as_str(), "-i", inventory.as_str(), "--lib", "playbooks", "-q"])
         .run();
     out.expect_code(0);
@@ -105,6 +111,9 @@ fn a_webhook_receives_the_window_start_batches_the_playbooks_own_and_the_finish(
     let finished = got[6]["text"].as_str().unwrap_or("");
     assert!(finished.starts_with("Maintenance window finished: succeeded. 6 node(s) patched (app-01"), "{finished}");
     assert_eq!(got[5]["data"]["patched"], 6);
+    assert_eq!(got[0]["_authorization"], "Bearer s3cr3t-token", "the header carries the token from the environment");
+    let trail: String = records(&state).iter().map(Value::to_string).collect();
+    assert!(!trail.contains("s3cr3t-token"), "the token must not reach the audit trail");
     // The file sink only wanted the finish.
     let lines = std::fs::read_to_string(&file).expect("file sink");
     assert_eq!(lines.lines().count(), 1, "{lines}");
