@@ -98,3 +98,70 @@ fn an_explicit_rollback_undoes_the_run_and_exits_1() {
     assert_eq!(json["result"], "rolled_back");
     assert!(nodes(&json).iter().all(|n| n.serving && n.version == "1.24.0"));
 }
+
+/// A pool whose traffic and probe concerns are `shell` commands on local
+/// files: the rolling playbook patches every node, and the guards use the
+/// `in_service` command (a patch of a node still in service is refused).
+#[test]
+fn a_shell_pool_drains_patches_probes_and_is_guarded() {
+    let p = Pitcrew::new();
+    let root = p.dir_path();
+    let mut nodes = String::new();
+    for i in 1..=3 {
+        let dir = root.join(format!("h{i}"));
+        std::fs::create_dir_all(&dir).expect("host dir");
+        std::fs::write(dir.join("version"), "1.0\n").expect("version");
+        std::fs::write(dir.join("connections"), "0\n").expect("connections");
+        nodes.push_str(&format!("      - {{ name: h{i}, vars: {{ dir: \"{}\" }} }}\n", dir.display()));
+    }
+    let inventory = p.file(
+        "shell-pool.yaml",
+        &format!(
+            "adapters:
+  hosts:
+    kind: shell
+    settings:
+      poll_interval: 10ms
+      commands:
+        version: cat {{{{vars.dir}}}}/version
+        patch: echo 2.0 > {{{{vars.dir}}}}/version
+        restore: echo {{{{version}}}} > {{{{vars.dir}}}}/version
+        reboot: date +%s%N > {{{{vars.dir}}}}/boot_id
+        boot_id: cat {{{{vars.dir}}}}/boot_id 2>/dev/null || echo none
+        health: test -f {{{{vars.dir}}}}/version
+        drain: touch {{{{vars.dir}}}}/drained
+        undrain: rm -f {{{{vars.dir}}}}/drained
+        in_service: test ! -f {{{{vars.dir}}}}/drained
+        connections: cat {{{{vars.dir}}}}/connections
+        probe: grep -qx 2.0 {{{{vars.dir}}}}/version
+clusters:
+  pool:
+    kind: pool
+    adapters: {{ host: hosts, traffic: hosts, probe: hosts }}
+    policy: {{ min_in_service: 2 }}
+    nodes:
+{nodes}"
+        ),
+    );
+    let state = root.join("state").display().to_string();
+    let run = |playbook: &str, extra: &[&str]| {
+        Pitcrew::new()
+            .env("PITCREW_STATE_DIR", &state)
+            .args(["run", playbook, "-i", inventory.as_str(), "-q", "--json"])
+            .args(extra)
+            .run()
+    };
+    let out = run("playbooks/rolling_pool.rhai", &["--param", "cluster=pool"]);
+    out.expect_code(0);
+    for i in 1..=3 {
+        let dir = root.join(format!("h{i}"));
+        assert_eq!(std::fs::read_to_string(dir.join("version")).expect("version"), "2.0\n");
+        assert!(!dir.join("drained").exists(), "h{i} is back in service");
+    }
+    assert_eq!(out.json()["steps"], 18);
+    // A node that is out of service by hand is not counted as serving: the
+    // second drain would leave one node serving, below min_in_service 2.
+    std::fs::write(root.join("h3/drained"), "").expect("drain h3 by hand");
+    let two = p.file("two.rhai", "let c = cluster(\"pool\");\ndrain(c.nodes[0]);\n");
+    run(two.as_str(), &["--no-preflight"]).expect_code(3).expect_stderr("below min_in_service 2");
+}

@@ -5,6 +5,7 @@
 mod support;
 
 mod audit;
+mod copy_dir;
 mod diagnostics;
 mod drift;
 mod errors;

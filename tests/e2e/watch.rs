@@ -1,11 +1,12 @@
 //! `rehearse --watch`: files edited on disk while the watcher runs.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
+use crate::copy_dir::copy_dir;
 use crate::support::root;
 
 /// A watcher on a private copy of the shipped playbooks.
@@ -14,19 +15,6 @@ struct Watcher {
     lines: Receiver<String>,
     seen: Vec<String>,
     dir: tempfile::TempDir,
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).expect("copy");
-        }
-    }
 }
 
 impl Watcher {
