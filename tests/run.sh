@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for bin in /usr/sbin/haproxy:haproxy /usr/sbin/sshd:openssh-server /usr/bin/ssh:openssh-client /usr/bin/curl:curl /usr/bin/redis-server:redis-server /usr/bin/redis-cli:redis-tools /usr/bin/python3:python3; do
+for bin in /usr/sbin/haproxy:haproxy /usr/sbin/sshd:openssh-server /usr/bin/ssh:openssh-client /usr/bin/curl:curl /usr/bin/redis-server:redis-server /usr/bin/redis-cli:redis-tools /usr/bin/python3:python3 /usr/bin/script:bsdutils; do
     [ -x "${bin%%:*}" ] || need+=("${bin##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

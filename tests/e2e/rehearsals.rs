@@ -172,3 +172,59 @@ fn progress_has_one_line_per_step_and_a_summary() {
     }
     assert!(out.stdout.is_empty(), "without --json stdout stays empty");
 }
+
+#[test]
+fn log_format_json_writes_one_object_per_event_for_log_shippers() {
+    let out = Pitcrew::new()
+        .args(["rehearse", &playbook("micro_window.rhai"), "-i", crate::support::DEMO, "--log-format", "json"])
+        .run();
+    out.expect_code(0);
+    let events: Vec<serde_json::Value> = out
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object ({e}): {l}")))
+        .collect();
+    let kinds = |k: &str| events.iter().filter(|e| e["kind"] == k).count();
+    assert_eq!(kinds("step_finished"), 72, "12 nodes x 6 steps");
+    assert_eq!(kinds("batch_started"), 4);
+    assert_eq!(kinds("batch_finished"), 4);
+    assert_eq!(kinds("run_finished"), 1);
+    let last = events.last().expect("events");
+    assert_eq!(last["result"], "succeeded");
+    assert_eq!(last["exit_code"], 0);
+}
+
+#[test]
+fn verbose_shows_step_starts_and_quiet_only_the_summary() {
+    let verbose = Pitcrew::new()
+        .args(["rehearse", &playbook("rolling_pool.rhai"), "-i", crate::support::DEMO, "-v", "--log-format", "plain"])
+        .run();
+    verbose.expect_code(0).expect_stderr("web-1      drain ...");
+    let quiet =
+        Pitcrew::new().args(["rehearse", &playbook("rolling_pool.rhai"), "-i", crate::support::DEMO, "-q"]).run();
+    quiet.expect_code(0);
+    assert!(!quiet.stderr.contains(" drain "), "{}", quiet.stderr);
+    assert!(quiet.stderr.contains("result      succeeded (exit 0)"), "{}", quiet.stderr);
+}
+
+#[test]
+fn a_terminal_gets_the_live_progress_view() {
+    // `script` gives the command a pseudo-terminal, as an operator's shell would.
+    let command = format!(
+        "{} rehearse playbooks/micro_window.rhai -i {} --pace 6000",
+        env!("CARGO_BIN_EXE_pitcrew"),
+        crate::support::DEMO
+    );
+    let state = tempfile::tempdir().expect("tmp");
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(crate::support::root())
+        .env("PITCREW_STATE_DIR", state.path())
+        .output()
+        .expect("script (util-linux) runs");
+    assert!(out.status.success(), "{out:?}");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(screen.contains("nodes patched"), "no progress bar:\n{screen}");
+    assert!(screen.contains("batch 4/4 · app-12"), "no batch/node/step line:\n{screen}");
+    assert!(screen.contains("12/12 nodes patched"), "the bar did not reach 12/12:\n{screen}");
+}
