@@ -554,18 +554,10 @@ fn resume(
         Ok(side) => side,
         Err(e) => return fail(INVALID, e),
     };
-    match journal::verify(&path) {
-        Ok(Ok(_)) => {}
-        Ok(Err(b)) => {
-            eprintln!("error: the audit trail of run {id} is broken at line {}: {}", b.line, b.message);
-            eprintln!("  help: resume needs an intact journal; `pitcrew audit show {id}` shows what is there");
-            return BROKEN_TRAIL;
-        }
-        Err(e) => return fail(INVALID, e),
-    }
-    let journal = match journal::read(&path) {
+    let help = format!("resume needs an intact journal; `pitcrew audit show {id}` shows what is there");
+    let journal = match crate::audit::intact_journal(&path, &help) {
         Ok(j) => j,
-        Err(e) => return fail(INVALID, e),
+        Err(code) => return code,
     };
     if let Some((result, code)) = journal.ended() {
         eprintln!("error: run {id} already finished: {result} (exit {code}); there is nothing to resume");
@@ -592,8 +584,8 @@ fn resume(
             return INVALID;
         }
     }
-    if header.modules != module_hashes(&prepared.playbook) {
-        let now = module_hashes(&prepared.playbook);
+    let now = module_hashes(&prepared.playbook);
+    if header.modules != now {
         let changed: Vec<&String> = header
             .modules
             .keys()

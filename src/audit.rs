@@ -20,6 +20,28 @@ pub(crate) fn open(state_dir: &Path, run: &str) -> Result<std::path::PathBuf, u8
     })
 }
 
+/// The journal at `path`, read only if its hash chain is intact; a broken
+/// chain is reported with `help` (what needs the intact trail) and exit 6.
+pub(crate) fn intact_journal(path: &Path, help: &str) -> Result<Journal, u8> {
+    let id = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    match journal::verify(path) {
+        Ok(Ok(_)) => {}
+        Ok(Err(b)) => {
+            eprintln!("error: the audit trail of run {id} is broken at line {}: {}", b.line, b.message);
+            eprintln!("  help: {help}");
+            return Err(BROKEN_TRAIL);
+        }
+        Err(e) => {
+            render::report(e);
+            return Err(INVALID);
+        }
+    }
+    journal::read(path).map_err(|e| {
+        render::report(e);
+        INVALID
+    })
+}
+
 pub fn verify(state_dir: &Path, run: &str) -> u8 {
     let path = match open(state_dir, run) {
         Ok(p) => p,

@@ -7,13 +7,14 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
+use handlebars::html_escape;
 use pitcrew_runtime::clock::format_offset;
 use pitcrew_runtime::drift::flatten;
-use pitcrew_runtime::journal::{self, Body, Journal};
+use pitcrew_runtime::journal::{Body, Journal};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::app::{BROKEN_TRAIL, INVALID, SUCCESS};
+use crate::app::{INVALID, SUCCESS};
 use crate::render;
 
 const MARKDOWN: &str = include_str!("../playbooks/templates/report.md.hbs");
@@ -375,7 +376,7 @@ fn timeline(
             svg,
             r##"<text x="4" y="{:.1}">{}</text><line x1="{left}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#eee"/>"##,
             y + 15.0,
-            escape(row),
+            html_escape(row),
             left + width,
             y + row_h,
             y + row_h
@@ -389,11 +390,11 @@ fn timeline(
                 (x(s.end_s) - x(s.start_s)).max(2.0),
                 row_h - 6.0,
                 color(&s.action, &s.status),
-                escape(&s.action),
-                escape(&s.target),
-                escape(&s.at),
-                escape(&s.status),
-                escape(&s.detail)
+                html_escape(&s.action),
+                html_escape(&s.target),
+                html_escape(&s.at),
+                html_escape(&s.status),
+                html_escape(&s.detail)
             );
         }
     }
@@ -416,15 +417,11 @@ fn timeline(
             svg,
             r#"<text x="{:.1}" y="{axis_y}" text-anchor="middle">{}</text>"#,
             x(t),
-            escape(&format_offset(dur(t)))
+            html_escape(&format_offset(dur(t)))
         );
     }
     svg.push_str("</svg>");
     svg
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 pub fn run(state_dir: &Path, run: &str, format: &str, output: Option<&Path>, template: Option<&Path>) -> u8 {
@@ -432,24 +429,10 @@ pub fn run(state_dir: &Path, run: &str, format: &str, output: Option<&Path>, tem
         Ok(p) => p,
         Err(code) => return code,
     };
-    match journal::verify(&path) {
-        Ok(Ok(_)) => {}
-        Ok(Err(b)) => {
-            eprintln!("error: the audit trail is broken at line {}: {}", b.line, b.message);
-            eprintln!("  help: a report is only made from an intact trail; `pitcrew audit verify {run}` says more");
-            return BROKEN_TRAIL;
-        }
-        Err(e) => {
-            render::report(e);
-            return INVALID;
-        }
-    }
-    let journal = match journal::read(&path) {
+    let help = format!("a report is only made from an intact trail; `pitcrew audit verify {run}` says more");
+    let journal = match crate::audit::intact_journal(&path, &help) {
         Ok(j) => j,
-        Err(e) => {
-            render::report(e);
-            return INVALID;
-        }
+        Err(code) => return code,
     };
     let model = model(&journal);
     let builtin = match format {

@@ -61,7 +61,8 @@ pub struct NodeFinal {
 enum Scope<'a> {
     All,
     Node(&'a str),
-    Serving,
+    /// Every node but this one, as serving or not (in service and up).
+    ServingPeers(&'a str),
 }
 
 /// What a rollback did.
@@ -386,8 +387,8 @@ impl Executor {
     }
 
     /// What the guards and the playbook see of a cluster's nodes: every
-    /// node in full, one node in full, or every node's serving state only
-    /// (in service and up: what the drain guard counts). Nodes are asked
+    /// node in full, one node in full, or the other nodes' serving state
+    /// only (in service and up: what the drain guard counts). Nodes are asked
     /// at once: a real cluster answers in one round trip.
     fn observe_scoped(&self, cluster: &Cluster, action: Action, scope: Scope<'_>) -> Result<Vec<NodeView>, StepError> {
         let adapters = self.adapters_of(cluster);
@@ -399,14 +400,15 @@ impl Executor {
             };
             let nodes = cluster.nodes.iter().filter(|n| match scope {
                 Scope::Node(name) => n.name == name,
-                _ => true,
+                Scope::ServingPeers(name) => n.name != name,
+                Scope::All => true,
             });
             let views = nodes.map(|node| {
                 let roles = &roles;
                 async move {
                     let at = NodeRef { cluster, node };
                     let pool_traffic = adapters.traffic.as_ref().filter(|_| cluster.kind == ClusterKind::Pool);
-                    let (host, traffic) = if matches!(scope, Scope::Serving) {
+                    let (host, traffic) = if matches!(scope, Scope::ServingPeers(_)) {
                         futures::join!(async { adapters.host.is_up(at).await.map(|up| (up, String::new())) }, async {
                             match pool_traffic {
                                 Some(t) => t
@@ -821,14 +823,12 @@ impl Executor {
             spec,
             || {
                 // The node in full; its peers only as serving or not.
-                let mut views = self
-                    .observe_scoped(cluster, Action::Drain, Scope::Serving)
-                    .map_err(|e| Refusal { message: e.message, hint: String::new() })?;
-                let own = self
-                    .observe_scoped(cluster, Action::Drain, Scope::Node(name))
-                    .map_err(|e| Refusal { message: e.message, hint: String::new() })?;
-                views.retain(|v| v.name != name);
-                views.extend(own);
+                let observe = |scope| {
+                    self.observe_scoped(cluster, Action::Drain, scope)
+                        .map_err(|e| Refusal { message: e.message, hint: String::new() })
+                };
+                let mut views = observe(Scope::ServingPeers(name))?;
+                views.extend(observe(Scope::Node(name))?);
                 guard::may_drain(cluster.kind, &cluster.policy, &views, name)
             },
             |ctx| async move { traffic.drain(NodeRef { cluster, node }, &ctx).await },

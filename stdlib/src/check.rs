@@ -75,9 +75,10 @@ fn side_effects(module: &ModuleFile, ours: &BTreeSet<String>) -> Vec<Finding> {
         let pos = stmt.position();
         let acting = match stmt {
             Stmt::Import(..) | Stmt::Export(..) | Stmt::Noop(..) => None,
-            Stmt::Var(var, ..) => first_acting_call(&var.1, ours).map(|name| format!("calls `{name}`")),
+            Stmt::Var(var, ..) => first_acting_call(ASTNode::Expr(&var.1), ours).map(|name| format!("calls `{name}`")),
             other => Some(
-                first_acting_call_in(other, ours).map_or_else(|| "runs a statement".into(), |n| format!("calls `{n}`")),
+                first_acting_call(ASTNode::Stmt(other), ours)
+                    .map_or_else(|| "runs a statement".into(), |n| format!("calls `{n}`")),
             ),
         };
         if let Some(what) = acting {
@@ -96,29 +97,22 @@ fn side_effects(module: &ModuleFile, ours: &BTreeSet<String>) -> Vec<Finding> {
     findings
 }
 
-fn acting_call(path: &[ASTNode], ours: &BTreeSet<String>) -> Option<String> {
-    let call = match path.last() {
-        Some(ASTNode::Expr(Expr::FnCall(call, _))) | Some(ASTNode::Stmt(Stmt::FnCall(call, _))) => call,
-        _ => return None,
+/// The first call to an acting built-in inside an expression or statement.
+fn first_acting_call(node: ASTNode<'_>, ours: &BTreeSet<String>) -> Option<String> {
+    let mut found = None;
+    let mut visit = |path: &[ASTNode]| {
+        if let Some(ASTNode::Expr(Expr::FnCall(call, _)) | ASTNode::Stmt(Stmt::FnCall(call, _))) = path.last() {
+            if call.namespace.is_empty() && acts(call.name.as_str(), ours) {
+                found = Some(call.name.to_string());
+            }
+        }
+        found.is_none()
     };
-    (call.namespace.is_empty() && acts(call.name.as_str(), ours)).then(|| call.name.to_string())
-}
-
-fn first_acting_call(expr: &Expr, ours: &BTreeSet<String>) -> Option<String> {
-    let mut found = None;
-    expr.walk(&mut Vec::new(), &mut |path: &[ASTNode]| {
-        found = acting_call(path, ours);
-        found.is_none()
-    });
-    found
-}
-
-fn first_acting_call_in(stmt: &Stmt, ours: &BTreeSet<String>) -> Option<String> {
-    let mut found = None;
-    stmt.walk(&mut Vec::new(), &mut |path: &[ASTNode]| {
-        found = acting_call(path, ours);
-        found.is_none()
-    });
+    match node {
+        ASTNode::Expr(expr) => expr.walk(&mut Vec::new(), &mut visit),
+        ASTNode::Stmt(stmt) => stmt.walk(&mut Vec::new(), &mut visit),
+        _ => true,
+    };
     found
 }
 

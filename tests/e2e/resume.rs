@@ -189,8 +189,8 @@ fn resume_asks_again_for_secrets_and_works_from_another_directory() {
         .args(["resume", &id, "--param", "db_password=hunter2", "-q"])
         .env("PITCREW_STATE_DIR", &dir.path().display().to_string())
         .command();
-    let status = command.current_dir(elsewhere.path()).status().expect("resume");
-    assert_eq!(status.code(), Some(0));
+    let out = command.current_dir(elsewhere.path()).output().expect("resume");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!std::fs::read_to_string(dir.path().join("runs").join(format!("{id}.jsonl")))
         .expect("journal")
         .contains("hunter2"));
