@@ -6,6 +6,7 @@
 //! ([`rehearsal_twin`], [`saved_twin`]).
 
 pub mod haproxy;
+pub mod localsh;
 pub mod probe;
 pub mod redis;
 pub mod shell;

@@ -435,14 +435,23 @@ impl HostAdapter for ShellHost {
         Ok(HostState { up, version: version.unwrap_or_else(|_| "unknown".into()), boot_id: boot_id.ok() })
     }
 
+    async fn version(&self, node: NodeRef<'_>) -> Result<String, AdapterError> {
+        self.output_of(node, "version").await
+    }
+
+    async fn boot_id(&self, node: NodeRef<'_>) -> Result<Option<String>, AdapterError> {
+        Ok(self.output_of(node, "boot_id").await.ok())
+    }
+
+    /// The executor read the version before its intent and reports it as
+    /// `from_version`; the patch reads only the version it led to.
     async fn patch(&self, node: NodeRef<'_>, params: &Params, ctx: &CallCtx) -> Result<PatchReport, AdapterError> {
-        let from_version = self.output_of(node, "version").await?;
         let ran = self.run(node, "patch", params, ctx.timeout, Some(ctx)).await?;
         if !ran.ok() {
             return Err(failed("patch", node, &ran));
         }
         let to_version = self.output_of(node, "version").await?;
-        Ok(PatchReport { from_version, to_version, snapshot: None })
+        Ok(PatchReport { from_version: String::new(), to_version, snapshot: None })
     }
 
     async fn restore(&self, node: NodeRef<'_>, patch: &PatchReport, ctx: &CallCtx) -> Result<(), AdapterError> {
@@ -461,7 +470,10 @@ impl HostAdapter for ShellHost {
     }
 
     async fn reboot(&self, node: NodeRef<'_>, ctx: &CallCtx) -> Result<Duration, AdapterError> {
-        let boot_before = self.output_of(node, "boot_id").await.ok();
+        let boot_before = match &ctx.boot_id {
+            Some(boot) => Some(boot.clone()),
+            None => self.output_of(node, "boot_id").await.ok(),
+        };
         let started = Instant::now();
         let ran = self.run(node, "reboot", &Params::new(), self.settings.timeout.min(ctx.timeout), Some(ctx)).await?;
         // 255: ssh lost the connection because the host went down, as it should.
@@ -551,13 +563,16 @@ impl TrafficAdapter for ShellHost {
 
     async fn drain(&self, node: NodeRef<'_>, ctx: &CallCtx) -> Result<DrainReport, AdapterError> {
         let started = Instant::now();
-        let connections_at_start = self.connections(node).await?;
         self.must(node, "drain", ctx).await?;
         if let Ok(mut d) = self.drained.lock() {
             d.insert(node.node.name.clone());
         }
+        // Draining lets open connections finish: the first count is the
+        // number there were when the drain began.
+        let mut connections_at_start = None;
         loop {
             let open = self.connections(node).await?;
+            let connections_at_start = *connections_at_start.get_or_insert(open);
             if open == 0 {
                 return Ok(DrainReport { waited: started.elapsed(), connections_at_start });
             }

@@ -27,6 +27,9 @@ pub struct CallCtx {
     pub timeout: Duration,
     pub cancel: CancellationToken,
     pub transcript: Transcript,
+    /// `reboot` only: the boot id the executor read just before the intent,
+    /// so the adapter need not read it again to see the reboot happen.
+    pub boot_id: Option<String>,
 }
 
 /// Commands an adapter ran during one call (command, exit status, truncated
@@ -181,6 +184,14 @@ pub trait HostAdapter: Send + Sync {
     /// adapter can tell without the version).
     async fn is_up(&self, node: NodeRef<'_>) -> Result<bool, AdapterError> {
         Ok(self.state(node).await?.up)
+    }
+    /// The installed version alone (cheaper than `state` where it can be).
+    async fn version(&self, node: NodeRef<'_>) -> Result<String, AdapterError> {
+        Ok(self.state(node).await?.version)
+    }
+    /// The boot id alone (cheaper than `state` where it can be).
+    async fn boot_id(&self, node: NodeRef<'_>) -> Result<Option<String>, AdapterError> {
+        Ok(self.state(node).await?.boot_id)
     }
     /// How long `action` is expected to take on this host, for the window guard.
     fn estimate(&self, action: Action) -> Option<Duration> {

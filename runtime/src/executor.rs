@@ -56,13 +56,47 @@ pub struct NodeFinal {
     pub up: bool,
 }
 
-/// How much of a cluster an observation asks for.
-#[derive(Debug, Clone, Copy)]
-enum Scope<'a> {
-    All,
-    Node(&'a str),
-    /// Every node but this one, as serving or not (in service and up).
-    ServingPeers(&'a str),
+/// What an observation asks of each node. Fields not asked are left
+/// neutral (up, version unknown, no connections): only guards that do not
+/// read them use such views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ask {
+    up: bool,
+    version: bool,
+    connections: bool,
+}
+
+impl Ask {
+    /// Health, version and traffic state.
+    const FULL: Ask = Ask { up: true, version: true, connections: true };
+    /// Whether users reach it: up and in service (the drain guard).
+    const SERVING: Ask = Ask { up: true, version: false, connections: false };
+    /// In service and open connections (patch, reboot and restore guards).
+    const QUIET: Ask = Ask { up: false, version: false, connections: true };
+    /// Up, in service and version (the run's "before" snapshot).
+    const BEFORE: Ask = Ask { up: true, version: true, connections: false };
+}
+
+/// How many nodes an observation asks at once.
+const OBSERVE_AT_ONCE: usize = 16;
+
+/// A node's serving state as pitcrew last observed or set it, with when.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seen {
+    in_service: Option<(bool, Duration)>,
+    connections: Option<(u64, Duration)>,
+    up: Option<(bool, Duration)>,
+}
+
+/// Keeps an observation unless what is known is more recent.
+fn newer<T>(field: &mut Option<(T, Duration)>, value: T, at: Duration) {
+    if field.as_ref().is_none_or(|(_, known)| *known <= at) {
+        *field = Some((value, at));
+    }
+}
+
+fn fresh<T: Copy>(field: Option<(T, Duration)>, now: Duration, max_age: Duration) -> Option<T> {
+    field.filter(|(_, at)| !max_age.is_zero() && now.saturating_sub(*at) <= max_age).map(|(v, _)| v)
 }
 
 /// What a rollback did.
@@ -87,7 +121,9 @@ impl RollbackReport {
 #[derive(Default)]
 struct RunState {
     seq: u64,
-    compensations: Vec<Compensation>,
+    /// What undoes each completed step, oldest first, with the lane that
+    /// pushed it (`None` outside a parallel batch).
+    compensations: Vec<(Option<usize>, Compensation)>,
     sync_checks: HashMap<String, SyncCheck>,
     last_change: HashMap<String, Duration>,
     before: BTreeMap<String, BTreeMap<String, NodeBefore>>,
@@ -95,6 +131,12 @@ struct RunState {
     steps: u64,
     touched: bool,
     rollbacks: u32,
+    /// Serving state per node, as last observed or set by pitcrew's own
+    /// steps; guards rely on it for `observation_max_age`.
+    seen: HashMap<String, Seen>,
+    /// Nodes the drain guard let go that have not finished draining: out of
+    /// service for every other guard, whatever an observation says.
+    draining: BTreeSet<String>,
 }
 
 /// Knobs of one run that are not in the inventory.
@@ -124,6 +166,9 @@ pub struct Executor {
     options: ExecutorOptions,
     state: Mutex<RunState>,
     recorder: Mutex<Recorder>,
+    /// Held from a drain guard's decision until the node counts as out of
+    /// service, so concurrent drains cannot each count the other in.
+    drain_turn: Mutex<()>,
 }
 
 /// One step as the generic runner sees it.
@@ -165,6 +210,7 @@ impl Executor {
             options: ExecutorOptions::default(),
             state: Mutex::new(RunState::default()),
             recorder: Mutex::new(Recorder::default()),
+            drain_turn: Mutex::new(()),
         }
     }
 
@@ -292,7 +338,13 @@ impl Executor {
     }
 
     fn ctx(&self, timeout: Duration, token: &CancellationToken) -> CallCtx {
-        CallCtx { clock: self.adapters.clock.clone(), timeout, cancel: token.clone(), transcript: Default::default() }
+        CallCtx {
+            clock: self.adapters.clock.clone(),
+            timeout,
+            cancel: token.clone(),
+            transcript: Default::default(),
+            boot_id: None,
+        }
     }
 
     fn token(&self, compensating: bool) -> CancellationToken {
@@ -362,7 +414,7 @@ impl Executor {
         target: &str,
         live: impl FnOnce() -> StepResult<T>,
     ) -> StepResult<T> {
-        let (call, recorded) = self.recorder().next_call();
+        let (call, recorded) = self.next_call();
         match recorded {
             Some(Recorded::Read { what: w, target: t, result, vt }) if w == what && t == target => {
                 self.catch_up(vt);
@@ -380,68 +432,153 @@ impl Executor {
         result
     }
 
-    /// Observes every node of a cluster: health, version, traffic or role.
-    /// Not journaled: guards use it just before a live step.
+    /// Observes every node of a cluster: health, version, traffic and role.
+    /// Not journaled: guards and end-of-run views use it.
     fn observe(&self, cluster: &Cluster, action: Action) -> Result<Vec<NodeView>, StepError> {
-        self.observe_scoped(cluster, action, Scope::All)
+        self.observe_nodes(cluster, action, None, Ask::FULL)
     }
 
-    /// What the guards and the playbook see of a cluster's nodes: every
-    /// node in full, one node in full, or the other nodes' serving state
-    /// only (in service and up: what the drain guard counts). Nodes are asked
-    /// at once: a real cluster answers in one round trip.
-    fn observe_scoped(&self, cluster: &Cluster, action: Action, scope: Scope<'_>) -> Result<Vec<NodeView>, StepError> {
+    /// Asks the adapters about some nodes of a cluster (all with `None`),
+    /// [`OBSERVE_AT_ONCE`] at a time, in inventory order. What is observed
+    /// becomes the nodes' [`Seen`] state.
+    fn observe_nodes(
+        &self,
+        cluster: &Cluster,
+        action: Action,
+        names: Option<&BTreeSet<&str>>,
+        ask: Ask,
+    ) -> Result<Vec<NodeView>, StepError> {
+        use futures::StreamExt;
         let adapters = self.adapters_of(cluster);
         let token = self.abort.clone();
-        self.bridge(action, &token, cluster.policy.step_timeout, async {
-            let roles = match (&adapters.replication, cluster.kind) {
-                (Some(replication), ClusterKind::ActivePassive) => Some(replication.roles(cluster).await?),
-                _ => None,
-            };
-            let nodes = cluster.nodes.iter().filter(|n| match scope {
-                Scope::Node(name) => n.name == name,
-                Scope::ServingPeers(name) => n.name != name,
-                Scope::All => true,
-            });
-            let views = nodes.map(|node| {
-                let roles = &roles;
-                async move {
-                    let at = NodeRef { cluster, node };
-                    let pool_traffic = adapters.traffic.as_ref().filter(|_| cluster.kind == ClusterKind::Pool);
-                    let (host, traffic) = if matches!(scope, Scope::ServingPeers(_)) {
-                        futures::join!(async { adapters.host.is_up(at).await.map(|up| (up, String::new())) }, async {
-                            match pool_traffic {
-                                Some(t) => t
-                                    .in_service(at)
-                                    .await
-                                    .map(|s| Some(crate::adapter::TrafficState { in_service: s, connections: 0 })),
-                                None => Ok(None),
+        let asked = self.now();
+        let views = self
+            .bridge(action, &token, cluster.policy.step_timeout, async {
+                let roles = match (&adapters.replication, cluster.kind) {
+                    (Some(replication), ClusterKind::ActivePassive) => Some(replication.roles(cluster).await?),
+                    _ => None,
+                };
+                let nodes = cluster.nodes.iter().filter(|n| names.is_none_or(|names| names.contains(n.name.as_str())));
+                let views = nodes.map(|node| {
+                    let roles = &roles;
+                    async move {
+                        let at = NodeRef { cluster, node };
+                        let pool_traffic = adapters.traffic.as_ref().filter(|_| cluster.kind == ClusterKind::Pool);
+                        let (up, version, traffic) = futures::join!(
+                            async {
+                                match ask.up {
+                                    true => adapters.host.is_up(at).await,
+                                    false => Ok(true),
+                                }
+                            },
+                            async {
+                                match ask.version {
+                                    true => adapters.host.version(at).await.or_else(|_| Ok("unknown".to_string())),
+                                    false => Ok(String::new()),
+                                }
+                            },
+                            async {
+                                match (pool_traffic, ask.connections) {
+                                    (Some(t), true) => t.state(at).await.map(Some),
+                                    (Some(t), false) => t
+                                        .in_service(at)
+                                        .await
+                                        .map(|s| Some(crate::adapter::TrafficState { in_service: s, connections: 0 })),
+                                    (None, _) => Ok(None),
+                                }
                             }
+                        );
+                        let (up, version, traffic) = (up?, version?, traffic?);
+                        let role =
+                            roles.as_ref().and_then(|r| r.iter().find(|(n, _)| *n == node.name).map(|(_, role)| *role));
+                        Ok::<_, AdapterError>(NodeView {
+                            name: node.name.clone(),
+                            role,
+                            in_service: traffic.map_or(role == Some(Role::Active), |t| t.in_service),
+                            connections: traffic.map_or(0, |t| t.connections),
+                            up,
+                            version,
                         })
-                    } else {
-                        futures::join!(async { adapters.host.state(at).await.map(|h| (h.up, h.version)) }, async {
-                            match pool_traffic {
-                                Some(t) => t.state(at).await.map(Some),
-                                None => Ok(None),
-                            }
-                        })
-                    };
-                    let ((up, version), traffic) = (host?, traffic?);
-                    let role =
-                        roles.as_ref().and_then(|r| r.iter().find(|(n, _)| *n == node.name).map(|(_, role)| *role));
-                    Ok(NodeView {
-                        name: node.name.clone(),
-                        role,
-                        in_service: traffic.map_or(role == Some(Role::Active), |t| t.in_service),
-                        connections: traffic.map_or(0, |t| t.connections),
-                        up,
-                        version,
+                    }
+                });
+                let views: Vec<Result<NodeView, AdapterError>> =
+                    futures::stream::iter(views).buffered(OBSERVE_AT_ONCE).collect().await;
+                views.into_iter().collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(|e| e.on_cluster(&cluster.name))?;
+        // Stamped with when it was asked: a step that finished meanwhile
+        // (another lane's drain) knows better.
+        let mut state = self.state();
+        for v in &views {
+            let seen = state.seen.entry(v.name.clone()).or_default();
+            newer(&mut seen.in_service, v.in_service, asked);
+            if ask.up {
+                newer(&mut seen.up, v.up, asked);
+            }
+            if ask.connections {
+                newer(&mut seen.connections, v.connections, asked);
+            }
+        }
+        Ok(views)
+    }
+
+    /// The guards' view of some nodes: what pitcrew saw of them within the
+    /// policy's `observation_max_age`, the rest asked again. A node another
+    /// drain is taking out counts as out of service.
+    fn guard_views(
+        &self,
+        cluster: &Cluster,
+        action: Action,
+        names: &[&str],
+        ask: Ask,
+    ) -> Result<Vec<NodeView>, Refusal> {
+        let max_age = cluster.policy.observation_max_age;
+        // Pairs always ask: roles are not remembered.
+        let remember = cluster.kind == ClusterKind::Pool;
+        let now = self.now();
+        let mut views = Vec::with_capacity(names.len());
+        let mut stale = BTreeSet::new();
+        {
+            let state = self.state();
+            for name in names {
+                let seen = state.seen.get(*name).copied().unwrap_or_default();
+                let view = (|| {
+                    Some(NodeView {
+                        name: (*name).to_string(),
+                        role: None,
+                        in_service: fresh(seen.in_service, now, max_age)?,
+                        connections: if ask.connections { fresh(seen.connections, now, max_age)? } else { 0 },
+                        up: if ask.up { fresh(seen.up, now, max_age)? } else { true },
+                        version: String::new(),
                     })
+                })();
+                match view {
+                    Some(view) if remember => views.push(view),
+                    _ => {
+                        stale.insert(*name);
+                    }
                 }
-            });
-            futures::future::try_join_all(views).await
-        })
-        .map_err(|e| e.on_cluster(&cluster.name))
+            }
+        }
+        if !stale.is_empty() {
+            let observed = self
+                .observe_nodes(cluster, action, Some(&stale), ask)
+                .map_err(|e| Refusal { message: e.message, hint: e.hint.unwrap_or_default() })?;
+            views.extend(observed);
+        }
+        let state = self.state();
+        for v in views.iter_mut() {
+            if state.draining.contains(&v.name) {
+                v.in_service = false;
+            }
+        }
+        Ok(views)
+    }
+
+    /// Notes what a step of pitcrew's own just made of a node.
+    fn set_seen(&self, node: &str, change: impl FnOnce(&mut Seen, Duration)) {
+        let now = self.now();
+        change(self.state().seen.entry(node.to_string()).or_default(), now);
     }
 
     /// A cluster's nodes as the playbook sees them (journaled).
@@ -453,7 +590,7 @@ impl Executor {
     pub fn node_view(&self, name: &str) -> Result<NodeView, StepError> {
         let (cluster, _) = self.node(name, Action::Param)?;
         self.read("node", name, || {
-            let views = self.observe_scoped(cluster, Action::Param, Scope::Node(name))?;
+            let views = self.observe_nodes(cluster, Action::Param, Some(&BTreeSet::from([name])), Ask::FULL)?;
             views.into_iter().next().ok_or_else(|| {
                 StepError::new(ErrorKind::Invalid, Action::Param, format!("no node named `{name}` in the inventory"))
             })
@@ -476,6 +613,43 @@ impl Executor {
     }
 
     // ----- the generic step ---------------------------------------------------
+
+    /// The next call number. A lane taking turns hands over here first.
+    fn next_call(&self) -> (u64, Option<Recorded>) {
+        crate::lanes::take_turns();
+        self.recorder().next_call()
+    }
+
+    /// Runs `f(0)`, ..., `f(lanes - 1)` each in its own lane (thread) and
+    /// returns their results in lane order. Lanes run at once on the wall
+    /// clock and take turns on a virtual one (see [`crate::lanes`]). Inside a
+    /// lane, lanes run one after another: batches do not nest.
+    pub fn lanes<R: Send>(&self, lanes: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
+        if crate::lanes::current().is_some() {
+            return (0..lanes).map(&f).collect();
+        }
+        let first = self.recorder().reserve_lanes(lanes as u64);
+        let turnstile = self.adapters.clock.is_virtual().then(|| Arc::new(crate::lanes::Turnstile::new(lanes)));
+        std::thread::scope(|scope| {
+            let running: Vec<_> = (0..lanes)
+                .map(|lane| {
+                    let (f, turnstile) = (&f, turnstile.clone());
+                    scope.spawn(move || {
+                        self.recorder().enter_lane(first + lane as u64 * crate::recorder::LANE_CALLS);
+                        let guard = crate::lanes::LaneGuard::enter(lane, turnstile);
+                        let result = f(lane);
+                        self.recorder().leave_lane();
+                        drop(guard);
+                        result
+                    })
+                })
+                .collect();
+            running
+                .into_iter()
+                .map(|lane| lane.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .collect()
+        })
+    }
 
     fn next_seq(&self) -> u64 {
         let mut state = self.state();
@@ -518,7 +692,7 @@ impl Executor {
             return Ok(());
         }
         let snapshot: BTreeMap<String, NodeBefore> = self.read("snapshot", &cluster.name, || {
-            let views = self.observe(cluster, Action::Param)?;
+            let views = self.observe_nodes(cluster, Action::Param, None, Ask::BEFORE)?;
             Ok(views
                 .into_iter()
                 .map(|v| (v.name.clone(), NodeBefore { serving: v.serving(cluster.kind), version: v.version }))
@@ -568,7 +742,7 @@ impl Executor {
             .with_hint("no further step runs without its audit record"));
         }
         self.snapshot(spec.cluster)?;
-        let (call_no, recorded) = self.recorder().next_call();
+        let (call_no, recorded) = self.next_call();
         let action = spec.action.as_str();
         let node = spec.node_name().map(str::to_string);
         let mut skip_intent = false;
@@ -744,38 +918,47 @@ impl Executor {
 
     fn push(&self, compensation: Compensation, compensating: bool) {
         if !compensating {
-            self.state().compensations.push(compensation);
+            self.state().compensations.push((crate::lanes::current(), compensation));
         }
     }
 
-    /// Records a fact snapshot of a node after a patch or reboot (journal,
-    /// and the facts baseline of live runs). Best effort: a node that does
-    /// not answer has no snapshot.
+    /// Records a fact snapshot of a node (journal, and the facts baseline
+    /// of live runs). Best effort: a node that does not answer has none.
     fn snapshot_facts(&self, cluster: &Cluster, spec: &NodeSpec, reason: &str) {
+        self.snapshot_facts_of(cluster, &[spec], reason);
+    }
+
+    /// [`Self::snapshot_facts`] of several nodes, asked [`OBSERVE_AT_ONCE`]
+    /// at a time and recorded in the given order.
+    fn snapshot_facts_of(&self, cluster: &Cluster, nodes: &[&NodeSpec], reason: &str) {
+        use futures::StreamExt;
         if !self.recorder().has_journal() || self.recorder().replaying() {
             return;
         }
         let host = self.adapters_of(cluster).host.clone();
-        let Ok(facts) = self.bridge(
-            Action::Facts,
-            &self.abort,
-            cluster.policy.step_timeout,
-            host.facts(NodeRef { cluster, node: spec }),
-        ) else {
-            return;
-        };
-        let value = serde_json::to_value(&facts).unwrap_or(Value::Null);
-        self.journal(Body::Facts {
-            node: spec.name.clone(),
-            cluster: cluster.name.clone(),
-            reason: reason.to_string(),
-            facts: value.clone(),
+        let asks = nodes.iter().map(|node| {
+            let host = &host;
+            async move { host.facts(NodeRef { cluster, node }).await }
         });
+        let all = self.bridge(Action::Facts, &self.abort, cluster.policy.step_timeout, async {
+            Ok(futures::stream::iter(asks).buffered(OBSERVE_AT_ONCE).collect::<Vec<_>>().await)
+        });
+        let Ok(all) = all else { return };
         let dir = self.recorder().facts_dir.clone();
-        if let Some(dir) = dir {
-            let baseline = json!({ "node": spec.name, "cluster": cluster.name, "reason": reason, "facts": value });
-            if let Err(e) = crate::drift::write_baseline(&dir, &spec.name, &baseline) {
-                self.recorder().failed.get_or_insert(e.to_string());
+        for (spec, facts) in nodes.iter().zip(all) {
+            let Ok(facts) = facts else { continue };
+            let value = serde_json::to_value(&facts).unwrap_or(Value::Null);
+            self.journal(Body::Facts {
+                node: spec.name.clone(),
+                cluster: cluster.name.clone(),
+                reason: reason.to_string(),
+                facts: value.clone(),
+            });
+            if let Some(dir) = &dir {
+                let baseline = json!({ "node": spec.name, "cluster": cluster.name, "reason": reason, "facts": value });
+                if let Err(e) = crate::drift::write_baseline(dir, &spec.name, &baseline) {
+                    self.recorder().failed.get_or_insert(e.to_string());
+                }
             }
         }
     }
@@ -795,9 +978,8 @@ impl Executor {
     pub fn snapshot_used_facts(&self, reason: &str) {
         for name in self.clusters_used() {
             let Some(cluster) = self.inventory.cluster(&name) else { continue };
-            for node in &cluster.nodes {
-                self.snapshot_facts(cluster, node, reason);
-            }
+            let nodes: Vec<&NodeSpec> = cluster.nodes.iter().collect();
+            self.snapshot_facts_of(cluster, &nodes, reason);
         }
     }
 
@@ -822,21 +1004,26 @@ impl Executor {
         self.step(
             spec,
             || {
-                // The node in full; its peers only as serving or not.
-                let observe = |scope| {
-                    self.observe_scoped(cluster, Action::Drain, scope)
-                        .map_err(|e| Refusal { message: e.message, hint: String::new() })
-                };
-                let mut views = observe(Scope::ServingPeers(name))?;
-                views.extend(observe(Scope::Node(name))?);
-                guard::may_drain(cluster.kind, &cluster.policy, &views, name)
+                // Decide and count the node out under one lock: a concurrent
+                // drain then sees it out of service.
+                let _turn = self.drain_turn.lock().unwrap_or_else(|p| p.into_inner());
+                let names: Vec<&str> = cluster.nodes.iter().map(|n| n.name.as_str()).collect();
+                let views = self.guard_views(cluster, Action::Drain, &names, Ask::SERVING)?;
+                guard::may_drain(cluster.kind, &cluster.policy, &views, name)?;
+                self.state().draining.insert(name.to_string());
+                Ok(())
             },
             |ctx| async move { traffic.drain(NodeRef { cluster, node }, &ctx).await },
             // Draining again is harmless: run it.
             |_| Ok(None),
             // The drain command may have reached the load balancer even when
             // waiting for zero connections failed: undraining is always safe.
-            |_| {
+            |r| {
+                self.state().draining.remove(name);
+                self.set_seen(name, |seen, now| match r {
+                    Ok(_) => (seen.in_service, seen.connections) = (Some((false, now)), Some((0, now))),
+                    Err(_) => (seen.in_service, seen.connections) = (None, None),
+                });
                 self.push(Compensation::Undrain { cluster: cluster.name.clone(), node: name.to_string() }, compensating)
             },
             |r| {
@@ -868,14 +1055,13 @@ impl Executor {
         self.step(
             spec,
             || {
-                let views = self
-                    .observe(cluster, Action::Undrain)
-                    .map_err(|e| Refusal { message: e.message, hint: String::new() })?;
+                let views = self.guard_views(cluster, Action::Undrain, &[name], Ask::SERVING)?;
                 guard::may_undrain(&views, name)
             },
             |ctx| async move { traffic.undrain(NodeRef { cluster, node }, &ctx).await },
             |_| Ok(None),
             |r| {
+                self.set_seen(name, |seen, now| seen.in_service = r.is_ok().then_some((true, now)));
                 if r.is_ok() {
                     self.push(
                         Compensation::Drain { cluster: cluster.name.clone(), node: name.to_string() },
@@ -902,22 +1088,19 @@ impl Executor {
 
     fn host_guard(&self, cluster: &Cluster, name: &str, action: Action) -> Result<(), Refusal> {
         // Only the node itself (and, for a pair, the roles) decides.
-        let views = self
-            .observe_scoped(cluster, action, Scope::Node(name))
-            .map_err(|e| Refusal { message: e.message, hint: String::new() })?;
+        let views = self.guard_views(cluster, action, &[name], Ask::QUIET)?;
         guard::may_change_host(cluster.kind, &views, name, action)
     }
 
     fn version_of(&self, cluster: &Cluster, node: &NodeSpec) -> StepResult<String> {
         let host = self.adapters_of(cluster).host.clone();
-        self.bridge(Action::Param, &self.abort, cluster.policy.step_timeout, host.state(NodeRef { cluster, node }))
-            .map(|s| s.version)
+        self.bridge(Action::Param, &self.abort, cluster.policy.step_timeout, host.version(NodeRef { cluster, node }))
     }
 
     /// Patches a node that serves nobody; pushes a restore compensation.
     pub fn patch(&self, name: &str, params: &Params) -> StepResult<PatchReport> {
         let (cluster, node) = self.node(name, Action::Patch)?;
-        // What the patch changes shows as this against "after patch".
+        // What the run changes shows as this against its "end of run" facts.
         self.snapshot_facts(cluster, node, "before patch");
         let from: String =
             self.read("version", name, || self.version_of(cluster, node).map_err(|e| e.on_node(&cluster.name, name)))?;
@@ -930,10 +1113,17 @@ impl Executor {
             timeout: cluster.policy.step_timeout,
             params: json!({ "from_version": from, "params": params }),
         };
-        let result = self.step(
+        self.step(
             spec,
             || self.host_guard(cluster, name, Action::Patch),
-            |ctx| async move { host.patch(NodeRef { cluster, node }, params, &ctx).await },
+            // The version the intent recorded is the one the patch started from.
+            |ctx| {
+                let from = from.clone();
+                async move {
+                    let report = host.patch(NodeRef { cluster, node }, params, &ctx).await?;
+                    Ok(PatchReport { from_version: from, ..report })
+                }
+            },
             // Never patch twice: a node whose version moved since the intent
             // was written has been patched.
             |intent| {
@@ -942,6 +1132,8 @@ impl Executor {
                 Ok((now != before).then_some(PatchReport { from_version: before, to_version: now, snapshot: None }))
             },
             |r| {
+                // A patch may restart the service: health must be seen again.
+                self.set_seen(name, |seen, _| seen.up = None);
                 let record = match r {
                     Ok(report) => report.clone(),
                     // A failed patch may have been half applied: record a
@@ -961,11 +1153,7 @@ impl Executor {
                 }
             },
             |r| format!("{} -> {}", r.from_version, r.to_version),
-        );
-        if result.is_ok() {
-            self.snapshot_facts(cluster, node, "after patch");
-        }
-        result
+        )
     }
 
     fn restore_step(&self, name: &str, patch: &PatchReport) -> StepResult<()> {
@@ -984,13 +1172,14 @@ impl Executor {
             || self.host_guard(cluster, name, Action::Restore),
             |ctx| async move {
                 // Nothing to undo when the node never left its version.
-                if host.state(NodeRef { cluster, node }).await?.version == patch.from_version {
+                if host.version(NodeRef { cluster, node }).await? == patch.from_version {
                     return Ok(());
                 }
                 host.restore(NodeRef { cluster, node }, patch, &ctx).await
             },
             |_| Ok((self.version_of(cluster, node)? == patch.from_version).then_some(())),
             |r| {
+                self.set_seen(name, |seen, _| seen.up = None);
                 if r.is_ok() {
                     self.state().patched.remove(name);
                 }
@@ -1004,8 +1193,12 @@ impl Executor {
         let (cluster, node) = self.node(name, Action::Reboot)?;
         let host = self.adapters_of(cluster).host.clone();
         let boot_of = |host: &Arc<dyn crate::adapter::HostAdapter>| {
-            self.bridge(Action::Reboot, &self.abort, cluster.policy.step_timeout, host.state(NodeRef { cluster, node }))
-                .map(|s| s.boot_id)
+            self.bridge(
+                Action::Reboot,
+                &self.abort,
+                cluster.policy.step_timeout,
+                host.boot_id(NodeRef { cluster, node }),
+            )
         };
         let boot: Option<String> = self.read("boot", name, || boot_of(&host))?;
         let spec = StepSpec {
@@ -1017,10 +1210,10 @@ impl Executor {
             params: json!({ "boot_id": boot }),
         };
         let waiting = host.clone();
-        let result = self.step(
+        self.step(
             spec,
             || self.host_guard(cluster, name, Action::Reboot),
-            |ctx| async move { host.reboot(NodeRef { cluster, node }, &ctx).await },
+            |ctx| async move { host.reboot(NodeRef { cluster, node }, &CallCtx { boot_id: boot.clone(), ..ctx }).await },
             // A new boot id means the reboot happened: wait for the node
             // instead of rebooting it again. Without boot ids, reboot again
             // (safe: the node serves nobody).
@@ -1039,13 +1232,10 @@ impl Executor {
                 )?;
                 Ok(Some(Duration::ZERO))
             },
-            |_| {},
+            // Back means up and answering its health check.
+            |r| self.set_seen(name, |seen, now| seen.up = r.is_ok().then_some((true, now))),
             |d| format!("back after {}", humantime::format_duration(round(*d))),
-        );
-        if result.is_ok() {
-            self.snapshot_facts(cluster, node, "after reboot");
-        }
-        result
+        )
     }
 
     /// Waits until a node answers its health check.
@@ -1066,7 +1256,7 @@ impl Executor {
             || Ok(()),
             |ctx| async move { host.wait_healthy(NodeRef { cluster, node }, &ctx).await },
             |_| Ok(None),
-            |_| {},
+            |r| self.set_seen(name, |seen, now| seen.up = r.is_ok().then_some((true, now))),
             |_| "healthy".to_string(),
         )
     }
@@ -1360,7 +1550,14 @@ impl Executor {
             let mut state = self.state();
             let mark = mark.min(state.compensations.len());
             state.rollbacks += 1;
-            state.compensations.split_off(mark)
+            // In a lane, only what this lane did since the mark: the other
+            // lanes' nodes are not this failure's to undo.
+            let lane = crate::lanes::current();
+            let later = state.compensations.split_off(mark);
+            let (mine, others): (Vec<_>, Vec<_>) =
+                later.into_iter().partition(|(owner, _)| lane.is_none() || *owner == lane);
+            state.compensations.extend(others);
+            mine.into_iter().map(|(_, c)| c).collect::<Vec<_>>()
         };
         self.events.emit(&Event::RollbackStarted { at: self.now(), reason: reason.to_string(), steps: pending.len() });
         self.journal(Body::RollbackStarted { reason: reason.to_string(), steps: pending.len() });

@@ -231,6 +231,7 @@ mod tests {
             drain_timeout: Duration::from_secs(300),
             reboot_timeout: Duration::from_secs(600),
             step_timeout: Duration::from_secs(900),
+            observation_max_age: Duration::from_secs(2),
         }
     }
 

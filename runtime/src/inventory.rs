@@ -108,6 +108,11 @@ pub struct Policy {
     pub reboot_timeout: Duration,
     /// Upper bound for any other adapter call.
     pub step_timeout: Duration,
+    /// How long the guards may rely on a node's serving state (in service,
+    /// connections, up) as pitcrew last observed or set it; older state is
+    /// read again before a step depends on it. `0s` reads every node's
+    /// state before every step that depends on it.
+    pub observation_max_age: Duration,
 }
 
 /// One node of a cluster.
@@ -250,6 +255,8 @@ struct RawPolicy {
     reboot_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     step_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    observation_max_age: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -546,6 +553,7 @@ impl Builder<'_> {
             drain_timeout: raw.drain_timeout.unwrap_or(Duration::from_secs(300)),
             reboot_timeout: raw.reboot_timeout.unwrap_or(Duration::from_secs(600)),
             step_timeout: raw.step_timeout.unwrap_or(Duration::from_secs(900)),
+            observation_max_age: raw.observation_max_age.unwrap_or(Duration::from_secs(2)),
         })
     }
 }

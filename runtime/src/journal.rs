@@ -2,9 +2,10 @@
 //! carrying the SHA-256 of the previous one.
 //!
 //! It is also the write-ahead journal. A step's intent is written and
-//! fsynced before its adapter is called and its outcome after, so a run that
-//! dies can be resumed: completed calls replay from the journal, the one call
-//! with an intent and no outcome is reconciled against the adapters.
+//! fsynced before its adapter is called, and its outcome is written right
+//! after (made durable by the next fsync), so a run that dies can be
+//! resumed: completed calls replay from the journal, a call with an intent
+//! and no outcome is reconciled against the adapters.
 //!
 //! A record's hash covers the exact bytes of its line up to the hash field:
 //! `line = body[..len-1] + ,"hash":"<sha256(body)>"}` where `body` is the
@@ -386,17 +387,14 @@ impl JournalWriter {
         let write_err = |source| StateError::Write { path: self.path.display().to_string(), source };
         let (line, hash) = seal(&record).map_err(|e| write_err(std::io::Error::other(e)))?;
         self.file.write_all(line.as_bytes()).map_err(write_err)?;
-        // Intents must be on disk before the adapter is called; outcomes and
-        // run markers right after. Reads, logs and fact snapshots ride along
-        // with the next fsync (fdatasync flushes everything before it).
+        // Intents must be on disk before the adapter is called, and run
+        // markers at once. Outcomes, reads, logs and fact snapshots ride along
+        // with the next fsync (fdatasync flushes everything before it): an
+        // outcome lost with the machine leaves its intent pending, and resume
+        // reconciles it against the cluster.
         let durable = matches!(
             record.body,
-            Body::Header(_)
-                | Body::Intent { .. }
-                | Body::Outcome { .. }
-                | Body::Resumed { .. }
-                | Body::LockBroken { .. }
-                | Body::End { .. }
+            Body::Header(_) | Body::Intent { .. } | Body::Resumed { .. } | Body::LockBroken { .. } | Body::End { .. }
         );
         if self.sync && durable {
             self.file.sync_data().map_err(write_err)?;

@@ -14,6 +14,7 @@ pub mod executor;
 pub mod guard;
 pub mod inventory;
 pub mod journal;
+pub mod lanes;
 pub mod lock;
 pub mod recorder;
 pub mod source;

@@ -6,9 +6,15 @@
 //! their recorded results without touching the cluster, and the one call
 //! with an intent but no outcome is reconciled. Past the journal's last
 //! call the run is live again and appends to the same chain.
+//!
+//! Nodes of a parallel batch run in *lanes*, one thread each. Every lane
+//! gets its own block of [`LANE_CALLS`] call numbers, reserved in lane
+//! order when the batch starts, so each call keeps the same number however
+//! the lanes interleave, and a resume finds it again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -30,13 +36,19 @@ pub enum Recorded {
     Read { what: String, target: String, result: Value, vt: f64 },
 }
 
+/// Call numbers one lane of a parallel batch may use.
+pub const LANE_CALLS: u64 = 1 << 24;
+
 /// Journal writer, replay map and call counter of one run.
 #[derive(Debug, Default)]
 pub struct Recorder {
     writer: Option<JournalWriter>,
     replay: BTreeMap<u64, Recorded>,
-    last_recorded: u64,
+    /// Every call number the resumed journal holds.
+    recorded: BTreeSet<u64>,
     next_call: u64,
+    /// Lane threads: their next call number and the end of their block.
+    lanes: HashMap<ThreadId, (u64, u64)>,
     /// Where live runs keep the latest fact snapshot of each node.
     pub facts_dir: Option<PathBuf>,
     /// The first journal write that failed; the run stops at the next step.
@@ -78,20 +90,48 @@ impl Recorder {
                 _ => {}
             }
         }
-        let last_recorded = replay.keys().next_back().copied().unwrap_or(0);
-        Self { writer, replay, last_recorded, next_call: 1, facts_dir: None, failed: None }
+        let recorded = replay.keys().copied().collect();
+        Self { writer, replay, recorded, next_call: 1, lanes: HashMap::new(), facts_dir: None, failed: None }
     }
 
-    /// The next call number and what the journal recorded for it.
+    /// The next call number (of this thread's lane, if it is one) and what
+    /// the journal recorded for it.
     pub fn next_call(&mut self) -> (u64, Option<Recorded>) {
-        let call = self.next_call;
-        self.next_call += 1;
+        let call = match self.lanes.get_mut(&std::thread::current().id()) {
+            Some((next, _)) => {
+                *next += 1;
+                *next - 1
+            }
+            None => {
+                self.next_call += 1;
+                self.next_call - 1
+            }
+        };
         (call, self.replay.remove(&call))
     }
 
-    /// Still replaying calls the journal already holds.
+    /// Reserves the call numbers of `lanes` lanes; returns the first.
+    pub fn reserve_lanes(&mut self, lanes: u64) -> u64 {
+        let first = self.next_call;
+        self.next_call += lanes * LANE_CALLS;
+        first
+    }
+
+    /// Makes the current thread the lane whose block starts at `first`.
+    pub fn enter_lane(&mut self, first: u64) {
+        self.lanes.insert(std::thread::current().id(), (first, first + LANE_CALLS));
+    }
+
+    pub fn leave_lane(&mut self) {
+        self.lanes.remove(&std::thread::current().id());
+    }
+
+    /// Still replaying calls the journal already holds (in this thread's lane).
     pub fn replaying(&self) -> bool {
-        self.next_call <= self.last_recorded
+        match self.lanes.get(&std::thread::current().id()) {
+            Some(&(next, end)) => self.recorded.range(next..end).next().is_some(),
+            None => self.recorded.range(self.next_call..).next().is_some(),
+        }
     }
 
     pub fn has_journal(&self) -> bool {

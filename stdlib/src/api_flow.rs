@@ -2,6 +2,15 @@
 
 use rhai::plugin::*;
 
+/// How one node of a `rolling` batch ended.
+pub enum NodeRun {
+    Done,
+    /// A catchable failure (the node was unwound when rollback is on).
+    Failed(Box<rhai::EvalAltResult>),
+    /// Stops the run: cancellation, or an unwinding that left users unsafe.
+    Fatal(Box<rhai::EvalAltResult>),
+}
+
 #[export_module]
 pub mod flow_api {
     use std::time::Duration;
@@ -9,6 +18,7 @@ pub mod flow_api {
     use pitcrew_runtime::{Action, ErrorKind, Event, StepError};
     use rhai::{Array, Dynamic, FnPtr, Map, NativeCallContext};
 
+    use super::NodeRun;
     use crate::handles::NodeHandle;
     use crate::host::{host, to_dynamic, to_rhai, RhaiResult};
 
@@ -58,7 +68,9 @@ pub mod flow_api {
     /// run goes on), `max_error_rate` (after each batch, watch the cluster's
     /// probe for `watch_s` seconds, default 30, and halt with `error_budget`
     /// if the share of failed user requests since the batch began is above
-    /// it). Returns `#{ done, failed, batches }`.
+    /// it), `parallel` (false: the nodes of a batch run one after another;
+    /// true: at once, each in its own lane, and the batch's failures are
+    /// counted when all of them end). Returns `#{ done, failed, batches }`.
     ///
     /// ```rhai
     /// let web = cluster("web");
@@ -71,7 +83,7 @@ pub mod flow_api {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn rolling(ctx: NativeCallContext, nodes: Array, opts: Map, f: FnPtr) -> RhaiResult<Map> {
-        const KNOWN: [&str; 4] = ["batch", "max_failures", "max_error_rate", "watch_s"];
+        const KNOWN: [&str; 5] = ["batch", "max_failures", "max_error_rate", "watch_s", "parallel"];
         if let Some(key) = opts.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(format!("rolling: unknown option `{key}`; options are {}", KNOWN.join(", ")).into());
         }
@@ -91,6 +103,10 @@ pub mod flow_api {
         let batch = super::option_int(&opts, "batch")?.unwrap_or(cluster.policy.batch).max(1);
         let max_failures = super::option_int(&opts, "max_failures")?.unwrap_or(cluster.policy.max_failures);
         let max_error_rate = super::option_float(&opts, "max_error_rate")?;
+        let parallel = match opts.get("parallel") {
+            None => false,
+            Some(v) => v.as_bool().map_err(|_| "rolling: `parallel` must be true or false")?,
+        };
         let watch = super::option_float(&opts, "watch_s")?.unwrap_or(if max_error_rate.is_some() { 30.0 } else { 0.0 });
         let watch = Duration::try_from_secs_f64(watch)
             .map_err(|_| "rolling: `watch_s` must be a positive number of seconds")?;
@@ -109,17 +125,17 @@ pub mod flow_api {
             let failed_before = failed.len();
             let mut error_rate = None;
             let before = host.exec.sample(cluster).map_err(to_rhai)?;
-            for node in chunk {
+            // One node: `f(node)`; a catchable failure unwinds that node alone.
+            let attempt = |ctx: &NativeCallContext, node: &NodeHandle| -> NodeRun {
                 let mark = host.exec.mark();
-                match f.call_within_context::<Dynamic>(&ctx, (Dynamic::from(node.clone()),)) {
-                    Ok(_) => done.push(node.name.clone().into()),
-                    Err(e) if !e.unwrap_inner().is_catchable() => return Err(e),
+                match f.call_within_context::<Dynamic>(ctx, (Dynamic::from(node.clone()),)) {
+                    Ok(_) => NodeRun::Done,
+                    Err(e) if !e.unwrap_inner().is_catchable() => NodeRun::Fatal(e),
                     Err(e) => {
-                        failed.push(node.name.clone().into());
                         if host.rollback_on_failure {
                             let report = host.exec.rollback_to(mark, &format!("{} failed inside rolling", node.name));
                             if !report.service_restored() {
-                                return Err(to_rhai(
+                                return NodeRun::Fatal(to_rhai(
                                     StepError::new(
                                         ErrorKind::Failed,
                                         Action::Rollback,
@@ -134,6 +150,34 @@ pub mod flow_api {
                                 ));
                             }
                         }
+                        NodeRun::Failed(e)
+                    }
+                }
+            };
+            // In parallel, every node of the batch runs to its end before
+            // the failures are counted; one after another, the first failure
+            // over the budget stops the batch.
+            // `store_data` is volatile, not deprecated: it is how a closure is
+            // called from another thread.
+            #[allow(deprecated)]
+            let runs: Vec<NodeRun> = if parallel && chunk.len() > 1 {
+                let store = ctx.store_data();
+                let engine = ctx.engine();
+                host.exec.lanes(chunk.len(), |i| attempt(&store.create_context(engine), &chunk[i]))
+            } else {
+                Vec::new()
+            };
+            let mut runs = runs.into_iter();
+            for node in chunk {
+                let run = match runs.next() {
+                    Some(run) => run,
+                    None => attempt(&ctx, node),
+                };
+                match run {
+                    NodeRun::Done => done.push(node.name.clone().into()),
+                    NodeRun::Fatal(e) => return Err(e),
+                    NodeRun::Failed(e) => {
+                        failed.push(node.name.clone().into());
                         if failed.len() > max_failures {
                             if max_failures == 0 {
                                 return Err(e);
