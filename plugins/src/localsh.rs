@@ -227,7 +227,8 @@ struct Shell {
 impl Shell {
     fn start() -> io::Result<Self> {
         let dir = PrivateDir::create()?;
-        let mut child = Command::new("sh")
+        // The absolute path: no search of PATH for every shell started.
+        let mut child = Command::new(if std::path::Path::new("/bin/sh").exists() { "/bin/sh" } else { "sh" })
             .arg("-s")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -324,12 +325,15 @@ impl Drop for Shell {
 struct PrivateDir(PathBuf);
 
 impl PrivateDir {
+    /// In `/dev/shm` where there is one (creating and removing a file
+    /// there is a memory operation, against a costly inode search on a
+    /// busy ext4 `/tmp`), else in the temporary directory.
     fn create() -> io::Result<Self> {
-        let path = std::env::temp_dir().join(format!("pitcrew-sh-{}-{}", std::process::id(), random_hex()));
+        let name = format!("pitcrew-sh-{}-{}", std::process::id(), random_hex());
         // `create`, not `create_all`: a directory someone else made in our
         // place is an error, never used.
-        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
-        Ok(Self(path))
+        let make = |path: PathBuf| std::fs::DirBuilder::new().mode(0o700).create(&path).map(|()| Self(path));
+        make(std::path::Path::new("/dev/shm").join(&name)).or_else(|_| make(std::env::temp_dir().join(&name)))
     }
 
     /// Where a script's stdout goes.

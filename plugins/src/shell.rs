@@ -4,9 +4,10 @@
 //! Commands are handlebars templates from the inventory. The escape
 //! function shell-quotes every interpolated value, and triple braces (which
 //! would skip escaping) are refused when the inventory is loaded, so no node
-//! name, variable or parameter can inject a command. SSH is the system
-//! client in batch mode with ControlMaster connection reuse; a reboot that
-//! drops the connection is expected.
+//! name, variable or parameter can inject a command. Local commands run in
+//! long-lived shells ([`crate::localsh`]). SSH is the system client in batch
+//! mode with ControlMaster connection reuse; a reboot that drops the
+//! connection is expected.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -178,6 +179,9 @@ pub struct ShellHost {
     ssh_turn: tokio::sync::Mutex<()>,
     /// Nodes this adapter drained, for inventories without `in_service`.
     drained: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Long-lived local shells: a local command costs what it costs in a
+    /// shell script, not a new `sh` process.
+    local: crate::localsh::ShellPool,
 }
 
 impl ShellHost {
@@ -217,6 +221,7 @@ impl ShellHost {
             control_dir,
             ssh_turn: tokio::sync::Mutex::new(()),
             drained: Default::default(),
+            local: crate::localsh::ShellPool::new(),
         })
     }
 
@@ -308,12 +313,11 @@ impl ShellHost {
     ) -> Result<Ran, AdapterError> {
         let script = self.render(command, node, params)?;
         let (program, args) = self.argv(node, &script);
-        let _turn = if program == "ssh" {
-            let _ = std::fs::create_dir_all(&self.control_dir);
-            Some(self.ssh_turn.lock().await)
-        } else {
-            None
-        };
+        if program != "ssh" {
+            return self.run_local(node, command, &script, timeout, ctx).await;
+        }
+        let _ = std::fs::create_dir_all(&self.control_dir);
+        let _turn = self.ssh_turn.lock().await;
         let started = Instant::now();
         let child = tokio::process::Command::new(&program)
             .args(&args)
@@ -348,18 +352,54 @@ impl ShellHost {
             stdout: self.redact(&String::from_utf8_lossy(&output.stdout)),
             stderr: self.redact(&String::from_utf8_lossy(&output.stderr)),
         };
+        self.note(ctx, command, &script, "ssh", &ran, started);
+        Ok(ran)
+    }
+
+    /// Runs a rendered local command in one of the adapter's long-lived
+    /// shells (see [`crate::localsh`]).
+    async fn run_local(
+        &self,
+        node: NodeRef<'_>,
+        command: &str,
+        script: &str,
+        timeout: Duration,
+        ctx: Option<&CallCtx>,
+    ) -> Result<Ran, AdapterError> {
+        use crate::localsh::PoolError;
+        let started = Instant::now();
+        let never = tokio_util::sync::CancellationToken::new();
+        let cancel = ctx.map_or(&never, |ctx| &ctx.cancel);
+        let output = self.local.run(script, timeout, cancel).await.map_err(|e| match e {
+            PoolError::Timeout { after } => {
+                AdapterError::Timeout { after, message: format!("`{command}` on {} did not finish", node.node.name) }
+            }
+            PoolError::Cancelled => AdapterError::Failed(format!("`{command}` on {} was cancelled", node.node.name)),
+            PoolError::Start(e) => AdapterError::Unreachable(format!("cannot start sh for {}: {e}", node.node.name)),
+            other => AdapterError::Failed(format!("`{command}` on {}: {other}", node.node.name)),
+        })?;
+        let ran = Ran {
+            status: output.status,
+            stdout: self.redact(&String::from_utf8_lossy(&output.stdout)),
+            stderr: self.redact(&String::from_utf8_lossy(&output.stderr)),
+        };
+        self.note(ctx, command, script, "local", &ran, started);
+        Ok(ran)
+    }
+
+    /// Records a command in the step's transcript (secrets redacted).
+    fn note(&self, ctx: Option<&CallCtx>, command: &str, script: &str, via: &str, ran: &Ran, started: Instant) {
         if let Some(ctx) = ctx {
             ctx.transcript.push(json!({
                 "command": command,
-                "run": self.redact(&script),
-                "via": if program == "ssh" { "ssh" } else { "local" },
+                "run": self.redact(script),
+                "via": via,
                 "status": ran.status,
                 "stdout": truncate(&ran.stdout),
                 "stderr": truncate(&ran.stderr),
                 "duration_s": started.elapsed().as_secs_f64(),
             }));
         }
-        Ok(ran)
     }
 
     fn quick(&self) -> Duration {
@@ -433,6 +473,10 @@ impl HostAdapter for ShellHost {
         let (up, version, boot_id) =
             tokio::join!(self.healthy(node), self.output_of(node, "version"), self.output_of(node, "boot_id"));
         Ok(HostState { up, version: version.unwrap_or_else(|_| "unknown".into()), boot_id: boot_id.ok() })
+    }
+
+    fn reports_facts(&self) -> bool {
+        self.settings.commands.facts.is_some()
     }
 
     async fn version(&self, node: NodeRef<'_>) -> Result<String, AdapterError> {

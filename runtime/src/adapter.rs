@@ -180,6 +180,12 @@ pub trait HostAdapter: Send + Sync {
     async fn reboot(&self, node: NodeRef<'_>, ctx: &CallCtx) -> Result<Duration, AdapterError>;
     async fn wait_healthy(&self, node: NodeRef<'_>, ctx: &CallCtx) -> Result<(), AdapterError>;
     async fn facts(&self, node: NodeRef<'_>) -> Result<Facts, AdapterError>;
+    /// Whether `facts` tells more than the version and the boot id, which
+    /// the journal records around every patch and reboot anyway. Without,
+    /// no fact snapshot is taken before a patch (the end-of-run one is).
+    fn reports_facts(&self) -> bool {
+        true
+    }
     /// Whether the node is up and healthy (cheaper than `state` where the
     /// adapter can tell without the version).
     async fn is_up(&self, node: NodeRef<'_>) -> Result<bool, AdapterError> {

@@ -169,6 +169,8 @@ pub struct Executor {
     /// Held from a drain guard's decision until the node counts as out of
     /// service, so concurrent drains cannot each count the other in.
     drain_turn: Mutex<()>,
+    /// One cluster snapshot at a time (see [`Self::snapshot`]).
+    snapshot_turn: Mutex<()>,
 }
 
 /// One step as the generic runner sees it.
@@ -211,6 +213,7 @@ impl Executor {
             state: Mutex::new(RunState::default()),
             recorder: Mutex::new(Recorder::default()),
             drain_turn: Mutex::new(()),
+            snapshot_turn: Mutex::new(()),
         }
     }
 
@@ -543,12 +546,18 @@ impl Executor {
             for name in names {
                 let seen = state.seen.get(*name).copied().unwrap_or_default();
                 let view = (|| {
+                    // Being drained: out of service, nothing to ask.
+                    let in_service = match state.draining.contains(*name) {
+                        true => false,
+                        false => fresh(seen.in_service, now, max_age)?,
+                    };
                     Some(NodeView {
                         name: (*name).to_string(),
                         role: None,
-                        in_service: fresh(seen.in_service, now, max_age)?,
+                        in_service,
                         connections: if ask.connections { fresh(seen.connections, now, max_age)? } else { 0 },
-                        up: if ask.up { fresh(seen.up, now, max_age)? } else { true },
+                        // A node out of service serves nobody, up or not.
+                        up: if ask.up && in_service { fresh(seen.up, now, max_age)? } else { true },
                         version: String::new(),
                     })
                 })();
@@ -686,8 +695,15 @@ impl Executor {
     }
 
     /// Snapshots a cluster the first time a step reaches it (journaled, so
-    /// a resumed run compares against the same "before").
-    fn snapshot(&self, cluster: &Cluster) -> StepResult<()> {
+    /// a resumed run compares against the same "before"). `rolling` takes
+    /// it before a parallel batch starts, so that no lane races for it.
+    pub fn snapshot(&self, cluster: &Cluster) -> StepResult<()> {
+        if self.state().before.contains_key(&cluster.name) {
+            return Ok(());
+        }
+        // Lanes stepping on a cluster the batch did not name: one takes the
+        // snapshot, the others wait for it.
+        let _one = self.snapshot_turn.lock().unwrap_or_else(|p| p.into_inner());
         if self.state().before.contains_key(&cluster.name) {
             return Ok(());
         }
@@ -1101,7 +1117,9 @@ impl Executor {
     pub fn patch(&self, name: &str, params: &Params) -> StepResult<PatchReport> {
         let (cluster, node) = self.node(name, Action::Patch)?;
         // What the run changes shows as this against its "end of run" facts.
-        self.snapshot_facts(cluster, node, "before patch");
+        if self.adapters_of(cluster).host.reports_facts() {
+            self.snapshot_facts(cluster, node, "before patch");
+        }
         let from: String =
             self.read("version", name, || self.version_of(cluster, node).map_err(|e| e.on_node(&cluster.name, name)))?;
         let host = self.adapters_of(cluster).host.clone();

@@ -161,6 +161,7 @@ pub mod flow_api {
             // called from another thread.
             #[allow(deprecated)]
             let runs: Vec<NodeRun> = if parallel && chunk.len() > 1 {
+                host.exec.snapshot(cluster).map_err(to_rhai)?;
                 let store = ctx.store_data();
                 let engine = ctx.engine();
                 host.exec.lanes(chunk.len(), |i| attempt(&store.create_context(engine), &chunk[i]))

@@ -32,8 +32,9 @@ fn every_run_writes_a_verifiable_journal_with_intents_before_outcomes() {
             );
         }
     }
-    let facts = records.iter().filter(|r| r["kind"] == "facts" && r["reason"] == "after patch").count();
-    assert_eq!(facts, 4, "a fact snapshot after every patch");
+    let facts = |reason: &str| records.iter().filter(|r| r["kind"] == "facts" && r["reason"] == reason).count();
+    assert_eq!(facts("before patch"), 4, "a fact snapshot before every patch");
+    assert_eq!(facts("end of run"), 4, "a fact snapshot of every node at the end");
 }
 
 #[test]

@@ -165,3 +165,109 @@ clusters:
     let two = p.file("two.rhai", "let c = cluster(\"pool\");\ndrain(c.nodes[0]);\n");
     run(two.as_str(), &["--no-preflight"]).expect_code(3).expect_stderr("below min_in_service 2");
 }
+
+/// Four `shell` hosts that log their drains, undrains and patches to one file.
+fn logging_shell_pool(p: &Pitcrew) -> (String, std::path::PathBuf) {
+    let root = p.dir_path();
+    let log = root.join("events.log");
+    let mut nodes = String::new();
+    for i in 1..=4 {
+        let dir = root.join(format!("h{i}"));
+        std::fs::create_dir_all(&dir).expect("host dir");
+        std::fs::write(dir.join("version"), "1.0\n").expect("version");
+        nodes.push_str(&format!(
+            "      - {{ name: h{i}, vars: {{ dir: \"{}\", log: \"{}\" }} }}\n",
+            dir.display(),
+            log.display()
+        ));
+    }
+    let inventory = p.file(
+        "logging-pool.yaml",
+        &format!(
+            "adapters:
+  hosts:
+    kind: shell
+    settings:
+      poll_interval: 10ms
+      commands:
+        version: cat {{{{vars.dir}}}}/version
+        patch: echo patch-start {{{{node}}}} >> {{{{vars.log}}}}; sleep 0.3; echo 2.0 > {{{{vars.dir}}}}/version; echo patch-end {{{{node}}}} >> {{{{vars.log}}}}
+        restore: echo {{{{version}}}} > {{{{vars.dir}}}}/version
+        reboot: date +%s%N > {{{{vars.dir}}}}/boot_id
+        boot_id: cat {{{{vars.dir}}}}/boot_id 2>/dev/null || echo none
+        health: test -f {{{{vars.dir}}}}/version
+        drain: touch {{{{vars.dir}}}}/drained; echo drain {{{{node}}}} >> {{{{vars.log}}}}
+        undrain: rm -f {{{{vars.dir}}}}/drained; echo undrain {{{{node}}}} >> {{{{vars.log}}}}
+        in_service: test ! -f {{{{vars.dir}}}}/drained
+clusters:
+  pool:
+    kind: pool
+    adapters: {{ host: hosts, traffic: hosts }}
+    policy: {{ min_in_service: 2 }}
+    nodes:
+{nodes}"
+        ),
+    );
+    (inventory, log)
+}
+
+/// The most nodes out of service at once, and the most patches at once.
+fn peaks(log: &std::path::Path) -> (usize, usize) {
+    let text = std::fs::read_to_string(log).expect("events log");
+    let (mut out, mut patching, mut max_out, mut max_patching) = (0i32, 0i32, 0i32, 0i32);
+    for line in text.lines() {
+        match line.split_whitespace().next() {
+            Some("drain") => out += 1,
+            Some("undrain") => out -= 1,
+            Some("patch-start") => patching += 1,
+            Some("patch-end") => patching -= 1,
+            _ => {}
+        }
+        (max_out, max_patching) = (max_out.max(out), max_patching.max(patching));
+    }
+    (max_out as usize, max_patching as usize)
+}
+
+/// `parallel: true` on real commands: a batch's nodes are patched at once,
+/// and a batch bigger than the policy allows is cut by the drain guard even
+/// though the drains race: never more than two nodes out of four.
+#[test]
+fn a_parallel_batch_of_shell_hosts_runs_at_once_within_the_policy() {
+    let p = Pitcrew::new();
+    let (inventory, log) = logging_shell_pool(&p);
+    let playbook = p.file(
+        "parallel.rhai",
+        "rolling(cluster(\"pool\").nodes, #{ batch: param(\"batch\", 2), parallel: true }, |n| {\n    drain(n); patch(n); reboot(n); undrain(n);\n});\n",
+    );
+    let state = p.dir_path().join("state").display().to_string();
+    let run = |extra: &[&str]| {
+        Pitcrew::new()
+            .env("PITCREW_STATE_DIR", &state)
+            .args(["run", playbook.as_str(), "-i", inventory.as_str(), "-q", "--json", "--no-preflight"])
+            .args(extra)
+            .run()
+    };
+    run(&[]).expect_code(0);
+    let (max_out, max_patching) = peaks(&log);
+    assert_eq!((max_out, max_patching), (2, 2), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    for i in 1..=4 {
+        let version = std::fs::read_to_string(p.dir_path().join(format!("h{i}/version"))).expect("version");
+        assert_eq!(version, "2.0\n", "h{i}");
+    }
+    // Three at once: the drain guard lets two go and refuses one, whatever
+    // order the lanes reach it in; the run fails and rolls back.
+    for i in 1..=4 {
+        std::fs::write(p.dir_path().join(format!("h{i}/version")), "1.0\n").expect("reset");
+    }
+    std::fs::remove_file(&log).expect("clear the log");
+    let out = run(&["--param", "batch=3"]);
+    out.expect_code(1).expect_stderr("below min_in_service 2");
+    assert_eq!(out.json()["result"], "rolled_back");
+    let (max_out, _) = peaks(&log);
+    assert!(max_out <= 2, "{max_out} nodes were out at once:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+    for i in 1..=4 {
+        let dir = p.dir_path().join(format!("h{i}"));
+        assert_eq!(std::fs::read_to_string(dir.join("version")).expect("version"), "1.0\n", "h{i} restored");
+        assert!(!dir.join("drained").exists(), "h{i} is back in service");
+    }
+}

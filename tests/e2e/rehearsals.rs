@@ -228,3 +228,38 @@ fn a_terminal_gets_the_live_progress_view() {
     assert!(screen.contains("batch 4/4 · app-12"), "no batch/node/step line:\n{screen}");
     assert!(screen.contains("12/12 nodes patched"), "the bar did not reach 12/12:\n{screen}");
 }
+
+/// The steps of a rehearsal as `action node`, from its JSON log.
+fn step_lines(args: &[&str]) -> (crate::support::Output, Vec<String>) {
+    let mut all = args.to_vec();
+    all.extend(["--log-format", "json"]);
+    let out = Pitcrew::new().args(all).run();
+    let steps = out
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["kind"] == "step_finished")
+        .map(|e| format!("{} {} {}", e["action"].as_str().unwrap_or(""), e["node"].as_str().unwrap_or(""), e["status"]))
+        .collect();
+    (out, steps)
+}
+
+/// A parallel batch on the twin: its nodes take turns step by step, so
+/// every drain of the batch comes before its first patch, the same way on
+/// every rehearsal; and the drain guard counts the other lanes' drains.
+#[test]
+fn a_parallel_batch_interleaves_its_nodes_the_same_way_every_time() {
+    let args = ["rehearse", "tests/fixtures/parallel/parallel.rhai", "-i", "tests/fixtures/parallel/pool.yaml"];
+    let (out, first) = step_lines(&args);
+    out.expect_code(0);
+    let (_, second) = step_lines(&args);
+    assert_eq!(first, second, "two rehearsals of the same parallel playbook differ");
+    assert_eq!(first.len(), 20, "{first:#?}");
+    let ok = |s: &str| format!("{s} \"ok\"");
+    assert_eq!(first[..4], [ok("drain web-1"), ok("drain web-2"), ok("patch web-1"), ok("patch web-2")], "{first:#?}");
+    // Three at once would leave one node serving, below min_in_service 2:
+    // the third lane's drain is refused although the others' are not done.
+    let (out, _) = step_lines(&[&args[..], &["--param", "batch=3"]].concat());
+    out.expect_code(3)
+        .expect_stderr("drain web-3: draining web-3 would leave 1 node(s) in service (web-4), below min_in_service 2");
+}

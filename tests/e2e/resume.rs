@@ -34,8 +34,12 @@ fn patches(state: &Path, run: &str) -> BTreeMap<String, usize> {
 }
 
 fn sweep(playbook: &str, extra: &[&str]) -> usize {
+    sweep_on(playbook, DEMO, extra)
+}
+
+fn sweep_on(playbook: &str, inventory: &str, extra: &[&str]) -> usize {
     let clean_dir = tempfile::tempdir().expect("tmp");
-    let mut args = vec!["rehearse", playbook, "-i", DEMO, "-q"];
+    let mut args = vec!["rehearse", playbook, "-i", inventory, "-q"];
     args.extend_from_slice(extra);
     let mut json_args = args.clone();
     json_args.push("--json");
@@ -74,6 +78,15 @@ fn rolling_pool_survives_sigkill_at_every_step_boundary_and_mid_step() {
     let tried = sweep("playbooks/rolling_pool.rhai", &[]);
     eprintln!("rolling_pool: {tried} kill points resumed to the uninterrupted final state");
     assert_eq!(tried, 24 * 3);
+}
+
+/// Parallel lanes number their calls in blocks of their own: a run killed
+/// while two nodes are in flight resumes both, and no node is patched twice.
+#[test]
+fn a_parallel_batch_survives_sigkill_at_every_step_boundary_and_mid_step() {
+    let tried = sweep_on("tests/fixtures/parallel/parallel.rhai", "tests/fixtures/parallel/pool.yaml", &[]);
+    eprintln!("parallel: {tried} kill points resumed to the uninterrupted final state");
+    assert_eq!(tried, 20 * 3);
 }
 
 #[test]
