@@ -8,8 +8,7 @@
 //! script and feeding it scripts on its stdin. On the 2-core development
 //! machine a builtin such as `test -f` takes about 0.4 ms against 0.9 ms
 //! for `sh -c`; the floor is the shell's fork of the subshell, about
-//! 0.2 ms there (`cargo test -p pitcrew-plugins localsh::tests::figures --
-//! --ignored --nocapture` prints the figures).
+//! 0.2 ms there (`cargo bench --bench localsh` prints the figures).
 //!
 //! Protocol. Each shell is `sh -s` with its stdin and stdout piped to us,
 //! its stderr on `/dev/null`, in a process group of its own, with a private
@@ -660,42 +659,5 @@ exit 4"#;
         let _ = std::fs::remove_file(&pids);
         assert!(wait_gone(shell).await, "an abandoned shell survived");
         assert_eq!(pool.idle_dirs(), Vec::<PathBuf>::new());
-    }
-
-    /// Figures, not a check: `cargo test -p pitcrew-plugins --release
-    /// localsh::tests::figures -- --ignored --nocapture`. Rounds
-    /// alternate between the pool and `sh -c`; the best and the median
-    /// round are printed, as other work on the machine skews single rounds.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "prints timings; run by hand"]
-    async fn figures() {
-        const ROUNDS: usize = 7;
-        const RUNS: u32 = 200;
-        let pool = ShellPool::new();
-        run(&pool, "true").await;
-        for script in ["test -f /etc/hostname", "cat /etc/hostname"] {
-            let (mut pooled, mut spawned) = (Vec::new(), Vec::new());
-            for _ in 0..ROUNDS {
-                let started = Instant::now();
-                for _ in 0..RUNS {
-                    run(&pool, script).await;
-                }
-                pooled.push(started.elapsed() / RUNS);
-                let started = Instant::now();
-                for _ in 0..RUNS {
-                    Command::new("sh").arg("-c").arg(script).stdin(Stdio::null()).output().await.expect("sh -c runs");
-                }
-                spawned.push(started.elapsed() / RUNS);
-            }
-            pooled.sort();
-            spawned.sort();
-            println!(
-                "{script:<24} µs per run, best/median of {ROUNDS} rounds of {RUNS}: pool {}/{}, sh -c {}/{}",
-                pooled[0].as_micros(),
-                pooled[ROUNDS / 2].as_micros(),
-                spawned[0].as_micros(),
-                spawned[ROUNDS / 2].as_micros()
-            );
-        }
     }
 }
