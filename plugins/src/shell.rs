@@ -251,9 +251,10 @@ impl ShellHost {
             .map_err(|e| AdapterError::Failed(format!("cannot render command `{command}` for {}: {e}", node.node.name)))
     }
 
-    /// Local unless the settings ask for SSH and the node has an address
+    /// The `ssh` arguments that run `script` on the node; `None` (run it
+    /// locally) unless the settings ask for SSH and the node has an address
     /// (a node with `vars: { connection: local }` always runs locally).
-    fn argv(&self, node: NodeRef<'_>, script: &str) -> (String, Vec<String>) {
+    fn ssh_args(&self, node: NodeRef<'_>, script: &str) -> Option<Vec<String>> {
         let local = node.node.vars.get("connection").and_then(|v| v.as_str()) == Some("local");
         match (&self.settings.ssh, &node.node.address) {
             (Some(ssh), Some(address)) if !local => {
@@ -296,9 +297,9 @@ impl ShellHost {
                 };
                 // `--` first: a target can never be read as an ssh option.
                 args.extend(["--".into(), target, script.to_string()]);
-                ("ssh".into(), args)
+                Some(args)
             }
-            _ => ("sh".into(), vec!["-c".into(), script.to_string()]),
+            _ => None,
         }
     }
 
@@ -312,21 +313,20 @@ impl ShellHost {
         ctx: Option<&CallCtx>,
     ) -> Result<Ran, AdapterError> {
         let script = self.render(command, node, params)?;
-        let (program, args) = self.argv(node, &script);
-        if program != "ssh" {
+        let Some(args) = self.ssh_args(node, &script) else {
             return self.run_local(node, command, &script, timeout, ctx).await;
-        }
+        };
         let _ = std::fs::create_dir_all(&self.control_dir);
         let _turn = self.ssh_turn.lock().await;
         let started = Instant::now();
-        let child = tokio::process::Command::new(&program)
+        let child = tokio::process::Command::new("ssh")
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| AdapterError::Unreachable(format!("cannot start {program} for {}: {e}", node.node.name)))?;
+            .map_err(|e| AdapterError::Unreachable(format!("cannot start ssh for {}: {e}", node.node.name)))?;
         let cancelled = async {
             match ctx {
                 Some(ctx) => ctx.cancel.cancelled().await,

@@ -800,9 +800,6 @@ impl Executor {
             None => {}
         }
 
-        if let Err(refusal) = guard() {
-            return Err(self.refusal(&spec, call_no, refusal));
-        }
         // Compensations are exempt: a rollback must run even past the window.
         if spec.action.changes_state() && !spec.compensating {
             let estimate = self
@@ -818,6 +815,11 @@ impl Executor {
             ) {
                 return Err(self.refusal(&spec, call_no, refusal));
             }
+        }
+        // Last: a drain guard that lets a drain go counts the node out at
+        // once, so nothing may refuse the step after it.
+        if let Err(refusal) = guard() {
+            return Err(self.refusal(&spec, call_no, refusal));
         }
         let seq = self.next_seq();
         let started = self.now();
