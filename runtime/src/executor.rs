@@ -1689,7 +1689,8 @@ impl Executor {
         let mut finals = Vec::new();
         for (cluster_name, nodes_before) in &before {
             let Ok(cluster) = self.cluster(cluster_name) else { continue };
-            let Ok(views) = self.observe(cluster, Action::Param) else { continue };
+            // Up, in service and version: what the summary shows.
+            let Ok(views) = self.observe_nodes(cluster, Action::Param, None, Ask::BEFORE) else { continue };
             for v in views {
                 let serving = v.serving(cluster.kind);
                 finals.push(NodeFinal {
