@@ -80,17 +80,29 @@ impl Ask {
 /// How many nodes an observation asks at once.
 const OBSERVE_AT_ONCE: usize = 16;
 
+/// A compensation on the stack: its id (in push order), the lane that
+/// pushed it, and what it undoes.
+#[derive(Debug, Clone)]
+struct Pushed {
+    id: usize,
+    lane: Option<usize>,
+    compensation: Compensation,
+}
+
 /// A node's serving state as pitcrew last observed or set it, with when.
 #[derive(Debug, Clone, Copy, Default)]
 struct Seen {
     in_service: Option<(bool, Duration)>,
     connections: Option<(u64, Duration)>,
     up: Option<(bool, Duration)>,
+    /// Observations asked before this are out of date: a step of pitcrew's
+    /// own changed the node after them, with an outcome it cannot state.
+    floor: Duration,
 }
 
 /// Keeps an observation unless what is known is more recent.
-fn newer<T>(field: &mut Option<(T, Duration)>, value: T, at: Duration) {
-    if field.as_ref().is_none_or(|(_, known)| *known <= at) {
+fn newer<T>(field: &mut Option<(T, Duration)>, value: T, at: Duration, floor: Duration) {
+    if at >= floor && field.as_ref().is_none_or(|(_, known)| *known <= at) {
         *field = Some((value, at));
     }
 }
@@ -123,7 +135,9 @@ struct RunState {
     seq: u64,
     /// What undoes each completed step, oldest first, with the lane that
     /// pushed it (`None` outside a parallel batch).
-    compensations: Vec<(Option<usize>, Compensation)>,
+    compensations: Vec<Pushed>,
+    /// The id the next compensation gets.
+    next_compensation: usize,
     sync_checks: HashMap<String, SyncCheck>,
     last_change: HashMap<String, Duration>,
     before: BTreeMap<String, BTreeMap<String, NodeBefore>>,
@@ -169,8 +183,6 @@ pub struct Executor {
     /// Held from a drain guard's decision until the node counts as out of
     /// service, so concurrent drains cannot each count the other in.
     drain_turn: Mutex<()>,
-    /// One cluster snapshot at a time (see [`Self::snapshot`]).
-    snapshot_turn: Mutex<()>,
 }
 
 /// One step as the generic runner sees it.
@@ -213,7 +225,6 @@ impl Executor {
             state: Mutex::new(RunState::default()),
             recorder: Mutex::new(Recorder::default()),
             drain_turn: Mutex::new(()),
-            snapshot_turn: Mutex::new(()),
         }
     }
 
@@ -281,9 +292,10 @@ impl Executor {
         self.state().before.keys().cloned().collect()
     }
 
-    /// Number of compensations on the stack; pass to [`Self::rollback_to`].
+    /// Where the compensation stack is now; pass to [`Self::rollback_to`]
+    /// to undo what was pushed since (in a lane: what that lane pushed).
     pub fn mark(&self) -> usize {
-        self.state().compensations.len()
+        self.state().next_compensation
     }
 
     /// Writes a record to the journal, outside any step. A write failure is
@@ -514,12 +526,13 @@ impl Executor {
         let mut state = self.state();
         for v in &views {
             let seen = state.seen.entry(v.name.clone()).or_default();
-            newer(&mut seen.in_service, v.in_service, asked);
+            let floor = seen.floor;
+            newer(&mut seen.in_service, v.in_service, asked, floor);
             if ask.up {
-                newer(&mut seen.up, v.up, asked);
+                newer(&mut seen.up, v.up, asked, floor);
             }
             if ask.connections {
-                newer(&mut seen.connections, v.connections, asked);
+                newer(&mut seen.connections, v.connections, asked, floor);
             }
         }
         Ok(views)
@@ -534,6 +547,19 @@ impl Executor {
         action: Action,
         names: &[&str],
         ask: Ask,
+    ) -> Result<Vec<NodeView>, Refusal> {
+        self.guard_views_of(cluster, action, names, ask, None)
+    }
+
+    /// [`Self::guard_views`], where `up_of` names a node whose health must be
+    /// known even while it is out of service (the node an undrain returns).
+    fn guard_views_of(
+        &self,
+        cluster: &Cluster,
+        action: Action,
+        names: &[&str],
+        ask: Ask,
+        up_of: Option<&str>,
     ) -> Result<Vec<NodeView>, Refusal> {
         let max_age = cluster.policy.observation_max_age;
         // Pairs always ask: roles are not remembered.
@@ -557,7 +583,11 @@ impl Executor {
                         in_service,
                         connections: if ask.connections { fresh(seen.connections, now, max_age)? } else { 0 },
                         // A node out of service serves nobody, up or not.
-                        up: if ask.up && in_service { fresh(seen.up, now, max_age)? } else { true },
+                        up: if ask.up && (in_service || up_of == Some(*name)) {
+                            fresh(seen.up, now, max_age)?
+                        } else {
+                            true
+                        },
                         version: String::new(),
                     })
                 })();
@@ -582,6 +612,15 @@ impl Executor {
             }
         }
         Ok(views)
+    }
+
+    /// A step replayed from the journal says nothing of the node now: what
+    /// its bookkeeping noted is dropped, and the guards ask again.
+    fn forget_seen(&self, spec: &StepSpec<'_>) {
+        if let Some(node) = spec.node_name() {
+            let now = self.now();
+            self.state().seen.insert(node.to_string(), Seen { floor: now, ..Seen::default() });
+        }
     }
 
     /// Notes what a step of pitcrew's own just made of a node.
@@ -701,12 +740,6 @@ impl Executor {
         if self.state().before.contains_key(&cluster.name) {
             return Ok(());
         }
-        // Lanes stepping on a cluster the batch did not name: one takes the
-        // snapshot, the others wait for it.
-        let _one = self.snapshot_turn.lock().unwrap_or_else(|p| p.into_inner());
-        if self.state().before.contains_key(&cluster.name) {
-            return Ok(());
-        }
         let snapshot: BTreeMap<String, NodeBefore> = self.read("snapshot", &cluster.name, || {
             let views = self.observe_nodes(cluster, Action::Param, None, Ask::BEFORE)?;
             Ok(views
@@ -771,6 +804,7 @@ impl Executor {
                 });
                 self.account(&spec, self.now());
                 after(&result);
+                self.forget_seen(&spec);
                 self.finished_event(&spec, self.now(), Duration::ZERO, &result, detail, true);
                 return result.map_err(|e| spec.error(e));
             }
@@ -785,6 +819,7 @@ impl Executor {
                     self.outcome_record(&spec, call_no, &result, Duration::ZERO, true, Vec::new());
                     self.account(&spec, self.now());
                     after(&result);
+                    self.forget_seen(&spec);
                     self.finished_event(&spec, self.now(), Duration::ZERO, &result, detail, true);
                     return result;
                 }
@@ -845,6 +880,9 @@ impl Executor {
             };
             let written = self.recorder().write(started, intent);
             if let Err(e) = written {
+                if let Some(node) = spec.node_name() {
+                    self.state().draining.remove(node);
+                }
                 return Err(spec.error(StepError::new(
                     ErrorKind::Cancelled,
                     spec.action,
@@ -936,7 +974,10 @@ impl Executor {
 
     fn push(&self, compensation: Compensation, compensating: bool) {
         if !compensating {
-            self.state().compensations.push((crate::lanes::current(), compensation));
+            let mut state = self.state();
+            let id = state.next_compensation;
+            state.next_compensation += 1;
+            state.compensations.push(Pushed { id, lane: crate::lanes::current(), compensation });
         }
     }
 
@@ -1037,11 +1078,16 @@ impl Executor {
             // The drain command may have reached the load balancer even when
             // waiting for zero connections failed: undraining is always safe.
             |r| {
-                self.state().draining.remove(name);
-                self.set_seen(name, |seen, now| match r {
+                let now = self.now();
+                let mut state = self.state();
+                state.draining.remove(name);
+                let seen = state.seen.entry(name.to_string()).or_default();
+                match r {
                     Ok(_) => (seen.in_service, seen.connections) = (Some((false, now)), Some((0, now))),
-                    Err(_) => (seen.in_service, seen.connections) = (None, None),
-                });
+                    // In service or not: ask again, and take nothing asked before.
+                    Err(_) => (seen.in_service, seen.connections, seen.floor) = (None, None, now),
+                }
+                drop(state);
                 self.push(Compensation::Undrain { cluster: cluster.name.clone(), node: name.to_string() }, compensating)
             },
             |r| {
@@ -1073,7 +1119,7 @@ impl Executor {
         self.step(
             spec,
             || {
-                let views = self.guard_views(cluster, Action::Undrain, &[name], Ask::SERVING)?;
+                let views = self.guard_views_of(cluster, Action::Undrain, &[name], Ask::SERVING, Some(name))?;
                 guard::may_undrain(&views, name)
             },
             |ctx| async move { traffic.undrain(NodeRef { cluster, node }, &ctx).await },
@@ -1153,7 +1199,7 @@ impl Executor {
             },
             |r| {
                 // A patch may restart the service: health must be seen again.
-                self.set_seen(name, |seen, _| seen.up = None);
+                self.set_seen(name, |seen, now| (seen.up, seen.floor) = (None, now));
                 let record = match r {
                     Ok(report) => report.clone(),
                     // A failed patch may have been half applied: record a
@@ -1199,7 +1245,7 @@ impl Executor {
             },
             |_| Ok((self.version_of(cluster, node)? == patch.from_version).then_some(())),
             |r| {
-                self.set_seen(name, |seen, _| seen.up = None);
+                self.set_seen(name, |seen, now| (seen.up, seen.floor) = (None, now));
                 if r.is_ok() {
                     self.state().patched.remove(name);
                 }
@@ -1568,16 +1614,15 @@ impl Executor {
     pub fn rollback_to(&self, mark: usize, reason: &str) -> RollbackReport {
         let pending: Vec<Compensation> = {
             let mut state = self.state();
-            let mark = mark.min(state.compensations.len());
             state.rollbacks += 1;
             // In a lane, only what this lane did since the mark: the other
             // lanes' nodes are not this failure's to undo.
             let lane = crate::lanes::current();
-            let later = state.compensations.split_off(mark);
-            let (mine, others): (Vec<_>, Vec<_>) =
-                later.into_iter().partition(|(owner, _)| lane.is_none() || *owner == lane);
-            state.compensations.extend(others);
-            mine.into_iter().map(|(_, c)| c).collect::<Vec<_>>()
+            let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut state.compensations)
+                .into_iter()
+                .partition(|p| p.id >= mark && (lane.is_none() || p.lane == lane));
+            state.compensations = others;
+            mine.into_iter().map(|p| p.compensation).collect::<Vec<_>>()
         };
         self.events.emit(&Event::RollbackStarted { at: self.now(), reason: reason.to_string(), steps: pending.len() });
         self.journal(Body::RollbackStarted { reason: reason.to_string(), steps: pending.len() });
@@ -1585,8 +1630,8 @@ impl Executor {
         let mut clusters = BTreeSet::new();
         // A partial rollback (one node inside `rolling`) answers for the
         // nodes it unwound; nodes patched earlier on purpose may serve.
-        let scope: Option<BTreeSet<String>> =
-            (mark > 0).then(|| pending.iter().map(|c| c.node().to_string()).collect());
+        let scope: Option<BTreeSet<String>> = (mark > 0 || crate::lanes::current().is_some())
+            .then(|| pending.iter().map(|c| c.node().to_string()).collect());
         for compensation in pending.into_iter().rev() {
             let result = match &compensation {
                 Compensation::Undrain { cluster, node } => {

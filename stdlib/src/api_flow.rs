@@ -160,14 +160,24 @@ pub mod flow_api {
             // `store_data` is volatile, not deprecated: it is how a closure is
             // called from another thread.
             #[allow(deprecated)]
-            let runs: Vec<NodeRun> = if parallel && chunk.len() > 1 {
-                host.exec.snapshot(cluster).map_err(to_rhai)?;
+            let mut runs: Vec<NodeRun> = if parallel && chunk.len() > 1 {
+                // Every cluster the batch names is snapshot before the lanes
+                // start, so that no lane races for it.
+                for node in chunk {
+                    host.exec.snapshot(host.exec.cluster(&node.cluster).map_err(to_rhai)?).map_err(to_rhai)?;
+                }
                 let store = ctx.store_data();
                 let engine = ctx.engine();
                 host.exec.lanes(chunk.len(), |i| attempt(&store.create_context(engine), &chunk[i]))
             } else {
                 Vec::new()
             };
+            // A lane that must stop the run outranks the failures before it.
+            if let Some(i) = runs.iter().position(|r| matches!(r, NodeRun::Fatal(_))) {
+                if let NodeRun::Fatal(e) = runs.swap_remove(i) {
+                    return Err(e);
+                }
+            }
             let mut runs = runs.into_iter();
             for node in chunk {
                 let run = match runs.next() {

@@ -167,6 +167,7 @@ clusters:
 }
 
 /// Four `shell` hosts that log their drains, undrains and patches to one file.
+/// A host is unhealthy while its directory holds a `broken` file.
 fn logging_shell_pool(p: &Pitcrew) -> (String, std::path::PathBuf) {
     let root = p.dir_path();
     let log = root.join("events.log");
@@ -195,7 +196,7 @@ fn logging_shell_pool(p: &Pitcrew) -> (String, std::path::PathBuf) {
         restore: echo {{{{version}}}} > {{{{vars.dir}}}}/version
         reboot: date +%s%N > {{{{vars.dir}}}}/boot_id
         boot_id: cat {{{{vars.dir}}}}/boot_id 2>/dev/null || echo none
-        health: test -f {{{{vars.dir}}}}/version
+        health: test -f {{{{vars.dir}}}}/version && ! test -f {{{{vars.dir}}}}/broken
         drain: touch {{{{vars.dir}}}}/drained; echo drain {{{{node}}}} >> {{{{vars.log}}}}
         undrain: rm -f {{{{vars.dir}}}}/drained; echo undrain {{{{node}}}} >> {{{{vars.log}}}}
         in_service: test ! -f {{{{vars.dir}}}}/drained
@@ -270,4 +271,27 @@ fn a_parallel_batch_of_shell_hosts_runs_at_once_within_the_policy() {
         assert_eq!(std::fs::read_to_string(dir.join("version")).expect("version"), "1.0\n", "h{i} restored");
         assert!(!dir.join("drained").exists(), "h{i} is back in service");
     }
+}
+
+/// What pitcrew remembers of a node never vouches for its health after a
+/// patch: a patch that breaks the node a moment after its drain leaves the
+/// undrain refused, well within `observation_max_age`.
+#[test]
+fn an_undrain_right_after_a_patch_that_broke_the_node_is_refused() {
+    let p = Pitcrew::new();
+    let (inventory, _) = logging_shell_pool(&p);
+    let broken = p.dir_path().join("h1/broken");
+    let playbook = p.file("break.rhai", "let n = cluster(\"pool\").nodes[0];\ndrain(n);\npatch(n);\nundrain(n);\n");
+    // The patch command itself leaves the node broken.
+    let inventory_text = std::fs::read_to_string(&inventory).expect("inventory");
+    let breaking = inventory_text.replace("sleep 0.3; echo 2.0 >", &format!("touch {}; echo 2.0 >", broken.display()));
+    assert_ne!(breaking, inventory_text, "the patch command was found");
+    std::fs::write(&inventory, breaking).expect("inventory");
+    let out = Pitcrew::new()
+        .env("PITCREW_STATE_DIR", &p.dir_path().join("state").display().to_string())
+        // Without rollback: a restore would wait for the broken node's health.
+        .args(["run", playbook.as_str(), "-i", inventory.as_str(), "-q", "--no-preflight", "--no-rollback"])
+        .run();
+    out.expect_code(1).expect_stderr("h1 is not healthy; putting it in service would send users to a broken node");
+    assert!(p.dir_path().join("h1/drained").exists(), "h1 stays out of service");
 }
