@@ -448,7 +448,7 @@ impl Executor {
     }
 
     /// Observes every node of a cluster: health, version, traffic and role.
-    /// Not journaled: guards and end-of-run views use it.
+    /// Not journaled: the switchover guard uses it.
     fn observe(&self, cluster: &Cluster, action: Action) -> Result<Vec<NodeView>, StepError> {
         self.observe_nodes(cluster, action, None, Ask::FULL)
     }

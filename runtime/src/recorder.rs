@@ -97,7 +97,7 @@ impl Recorder {
     /// The next call number (of this thread's lane, if it is one) and what
     /// the journal recorded for it.
     pub fn next_call(&mut self) -> (u64, Option<Recorded>) {
-        let call = match self.lanes.get_mut(&std::thread::current().id()) {
+        let call = match self.lane_mut() {
             Some((next, _)) => {
                 *next += 1;
                 *next - 1
@@ -126,9 +126,19 @@ impl Recorder {
         self.lanes.remove(&std::thread::current().id());
     }
 
+    /// This thread's lane: its next call number and block end. Outside a
+    /// parallel batch there are no lanes, and no thread lookup.
+    fn lane_mut(&mut self) -> Option<&mut (u64, u64)> {
+        if self.lanes.is_empty() {
+            return None;
+        }
+        self.lanes.get_mut(&std::thread::current().id())
+    }
+
     /// Still replaying calls the journal already holds (in this thread's lane).
     pub fn replaying(&self) -> bool {
-        match self.lanes.get(&std::thread::current().id()) {
+        let lane = (!self.lanes.is_empty()).then(|| self.lanes.get(&std::thread::current().id())).flatten();
+        match lane {
             Some(&(next, end)) => self.recorded.range(next..end).next().is_some(),
             None => self.recorded.range(self.next_call..).next().is_some(),
         }

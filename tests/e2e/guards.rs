@@ -99,6 +99,36 @@ fn an_explicit_rollback_undoes_the_run_and_exits_1() {
     assert!(nodes(&json).iter().all(|n| n.serving && n.version == "1.24.0"));
 }
 
+/// `hosts` local `shell` hosts, directories `h1`, `h2`, ... under the test's
+/// directory, each with `version` 1.0 and `connections` 0, as one pool
+/// (`min_in_service: 2`) in `shell-pool.yaml`. `vars` is added to each
+/// node's vars (`, key: value`); `commands`, one per line, come after the
+/// ones every pool here shares (version, restore, reboot, boot id,
+/// in service); `concerns` is the cluster's `adapters:` map.
+fn shell_pool(p: &Pitcrew, hosts: usize, vars: &str, commands: &str, concerns: &str) -> String {
+    let mut nodes = String::new();
+    for i in 1..=hosts {
+        let dir = p.dir_path().join(format!("h{i}"));
+        std::fs::create_dir_all(&dir).expect("host dir");
+        std::fs::write(dir.join("version"), "1.0\n").expect("version");
+        std::fs::write(dir.join("connections"), "0\n").expect("connections");
+        nodes.push_str(&format!("      - {{ name: h{i}, vars: {{ dir: \"{}\"{vars} }} }}\n", dir.display()));
+    }
+    let shared = "version: cat {{vars.dir}}/version
+restore: echo {{version}} > {{vars.dir}}/version
+reboot: date +%s%N > {{vars.dir}}/boot_id
+boot_id: cat {{vars.dir}}/boot_id 2>/dev/null || echo none
+in_service: test ! -f {{vars.dir}}/drained";
+    let commands: String = shared.lines().chain(commands.lines()).map(|c| format!("        {c}\n")).collect();
+    p.file(
+        "shell-pool.yaml",
+        &format!(
+            "adapters:\n  hosts:\n    kind: shell\n    settings:\n      poll_interval: 10ms\n      commands:\n{commands}\
+             clusters:\n  pool:\n    kind: pool\n    adapters: {concerns}\n    policy: {{ min_in_service: 2 }}\n    nodes:\n{nodes}"
+        ),
+    )
+}
+
 /// A pool whose traffic and probe concerns are `shell` commands on local
 /// files: the rolling playbook patches every node, and the guards use the
 /// `in_service` command (a patch of a node still in service is refused).
@@ -106,42 +136,17 @@ fn an_explicit_rollback_undoes_the_run_and_exits_1() {
 fn a_shell_pool_drains_patches_probes_and_is_guarded() {
     let p = Pitcrew::new();
     let root = p.dir_path();
-    let mut nodes = String::new();
-    for i in 1..=3 {
-        let dir = root.join(format!("h{i}"));
-        std::fs::create_dir_all(&dir).expect("host dir");
-        std::fs::write(dir.join("version"), "1.0\n").expect("version");
-        std::fs::write(dir.join("connections"), "0\n").expect("connections");
-        nodes.push_str(&format!("      - {{ name: h{i}, vars: {{ dir: \"{}\" }} }}\n", dir.display()));
-    }
-    let inventory = p.file(
-        "shell-pool.yaml",
-        &format!(
-            "adapters:
-  hosts:
-    kind: shell
-    settings:
-      poll_interval: 10ms
-      commands:
-        version: cat {{{{vars.dir}}}}/version
-        patch: echo 2.0 > {{{{vars.dir}}}}/version
-        restore: echo {{{{version}}}} > {{{{vars.dir}}}}/version
-        reboot: date +%s%N > {{{{vars.dir}}}}/boot_id
-        boot_id: cat {{{{vars.dir}}}}/boot_id 2>/dev/null || echo none
-        health: test -f {{{{vars.dir}}}}/version
-        drain: touch {{{{vars.dir}}}}/drained
-        undrain: rm -f {{{{vars.dir}}}}/drained
-        in_service: test ! -f {{{{vars.dir}}}}/drained
-        connections: cat {{{{vars.dir}}}}/connections
-        probe: grep -qx 2.0 {{{{vars.dir}}}}/version
-clusters:
-  pool:
-    kind: pool
-    adapters: {{ host: hosts, traffic: hosts, probe: hosts }}
-    policy: {{ min_in_service: 2 }}
-    nodes:
-{nodes}"
-        ),
+    let inventory = shell_pool(
+        &p,
+        3,
+        "",
+        "patch: echo 2.0 > {{vars.dir}}/version
+health: test -f {{vars.dir}}/version
+drain: touch {{vars.dir}}/drained
+undrain: rm -f {{vars.dir}}/drained
+connections: cat {{vars.dir}}/connections
+probe: grep -qx 2.0 {{vars.dir}}/version",
+        "{ host: hosts, traffic: hosts, probe: hosts }",
     );
     let state = root.join("state").display().to_string();
     let run = |playbook: &str, extra: &[&str]| {
@@ -169,45 +174,16 @@ clusters:
 /// Four `shell` hosts that log their drains, undrains and patches to one file.
 /// A host is unhealthy while its directory holds a `broken` file.
 fn logging_shell_pool(p: &Pitcrew) -> (String, std::path::PathBuf) {
-    let root = p.dir_path();
-    let log = root.join("events.log");
-    let mut nodes = String::new();
-    for i in 1..=4 {
-        let dir = root.join(format!("h{i}"));
-        std::fs::create_dir_all(&dir).expect("host dir");
-        std::fs::write(dir.join("version"), "1.0\n").expect("version");
-        nodes.push_str(&format!(
-            "      - {{ name: h{i}, vars: {{ dir: \"{}\", log: \"{}\" }} }}\n",
-            dir.display(),
-            log.display()
-        ));
-    }
-    let inventory = p.file(
-        "logging-pool.yaml",
-        &format!(
-            "adapters:
-  hosts:
-    kind: shell
-    settings:
-      poll_interval: 10ms
-      commands:
-        version: cat {{{{vars.dir}}}}/version
-        patch: echo patch-start {{{{node}}}} >> {{{{vars.log}}}}; sleep 0.3; echo 2.0 > {{{{vars.dir}}}}/version; echo patch-end {{{{node}}}} >> {{{{vars.log}}}}
-        restore: echo {{{{version}}}} > {{{{vars.dir}}}}/version
-        reboot: date +%s%N > {{{{vars.dir}}}}/boot_id
-        boot_id: cat {{{{vars.dir}}}}/boot_id 2>/dev/null || echo none
-        health: test -f {{{{vars.dir}}}}/version && ! test -f {{{{vars.dir}}}}/broken
-        drain: touch {{{{vars.dir}}}}/drained; echo drain {{{{node}}}} >> {{{{vars.log}}}}
-        undrain: rm -f {{{{vars.dir}}}}/drained; echo undrain {{{{node}}}} >> {{{{vars.log}}}}
-        in_service: test ! -f {{{{vars.dir}}}}/drained
-clusters:
-  pool:
-    kind: pool
-    adapters: {{ host: hosts, traffic: hosts }}
-    policy: {{ min_in_service: 2 }}
-    nodes:
-{nodes}"
-        ),
+    let log = p.dir_path().join("events.log");
+    let inventory = shell_pool(
+        p,
+        4,
+        &format!(", log: \"{}\"", log.display()),
+        "patch: echo patch-start {{node}} >> {{vars.log}}; sleep 0.3; echo 2.0 > {{vars.dir}}/version; echo patch-end {{node}} >> {{vars.log}}
+health: test -f {{vars.dir}}/version && ! test -f {{vars.dir}}/broken
+drain: touch {{vars.dir}}/drained; echo drain {{node}} >> {{vars.log}}
+undrain: rm -f {{vars.dir}}/drained; echo undrain {{node}} >> {{vars.log}}",
+        "{ host: hosts, traffic: hosts }",
     );
     (inventory, log)
 }
