@@ -20,5 +20,17 @@ if [ ${#need[@]} -gt 0 ]; then
         || echo "warning: could not install ${need[*]}; the real-server tests will skip (or fail under CI=true)"
 fi
 
+# The book (docs/): mdbook from crates.io when it is missing, then a build, so
+# a page that mdbook cannot read fails here. Internal links are checked by the
+# e2e test `links`. Only the `search` feature: `serve` and `watch` are for
+# writing the book, not for building it.
+cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
+export PATH="$cargo_bin:$PATH"
+if ! command -v mdbook >/dev/null; then
+    echo "installing mdbook from crates.io to build the book"
+    cargo install mdbook --version 0.5.4 --locked --no-default-features --features search
+fi
+mdbook build docs
+
 cargo build --release --bin pitcrew
 cargo test --workspace --release

@@ -171,10 +171,10 @@ fn the_committed_reference_is_what_the_engine_generates() {
     let generated = Pitcrew::new().args(["docs", "--format", "markdown"]).run();
     generated.expect_code(0);
     let committed =
-        std::fs::read_to_string(crate::support::root().join("playbooks/BUILTINS.md")).expect("playbooks/BUILTINS.md");
+        std::fs::read_to_string(crate::support::root().join("docs/src/builtins.md")).expect("docs/src/builtins.md");
     assert_eq!(
         committed, generated.stdout,
-        "regenerate with: cargo run --release -- docs --format markdown > playbooks/BUILTINS.md"
+        "regenerate with: cargo run --release -- docs --format markdown > docs/src/builtins.md"
     );
 }
 
