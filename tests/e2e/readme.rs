@@ -21,7 +21,7 @@ enum Command {
     /// `cargo run --release -- ARGS`: the binary with these arguments.
     Pitcrew(Vec<String>),
     /// `bash tests/run.sh`: the test command, which cannot run inside the suite.
-    TestCommand,
+    TestScript,
     /// `cargo install --path .`: installs the binary of the root package.
     Install,
 }
@@ -36,7 +36,7 @@ fn parse(line: &str) -> Result<Command, String> {
         ["cargo", "run", "--release", "--", args @ ..] if !args.is_empty() => {
             Ok(Command::Pitcrew(args.iter().map(|a| a.to_string()).collect()))
         }
-        ["bash", "tests/run.sh"] => Ok(Command::TestCommand),
+        ["bash", "tests/run.sh"] => Ok(Command::TestScript),
         ["cargo", "install", "--path", "."] => Ok(Command::Install),
         _ => Err(format!(
             "`{line}` is not a command this test knows how to check; \
@@ -150,7 +150,7 @@ fn check(page: &str, example: &Example) {
                 let out = Pitcrew::new().args(args).run();
                 printed.extend(out.stderr.lines().chain(out.stdout.lines()).map(mask));
             }
-            Command::TestCommand => {
+            Command::TestScript => {
                 let script = std::fs::read_to_string(root().join("tests/run.sh")).expect("tests/run.sh exists");
                 assert!(script.starts_with("#!/usr/bin/env bash\n"), "tests/run.sh is a bash script");
                 for step in ["mdbook build docs", "cargo test --workspace --release"] {
@@ -202,7 +202,7 @@ fn the_readme_shows_the_two_commands_first() {
                     .map(str::to_string)
                     .collect()
             ),
-            Command::TestCommand,
+            Command::TestScript,
         ]
     );
     assert!(first.shown.is_some(), "the README shows the rehearsal's output");
